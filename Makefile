@@ -1,0 +1,41 @@
+# Domicile — see README.md. `make run` and `make test` are all a new machine needs.
+GO      ?= go
+BIN     := bin/domicile
+PKGS    := ./...
+STATICCHECK_VERSION := v0.8.2
+
+.PHONY: all build run test test-short bench lint vet fmt clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -o $(BIN) ./cmd/domicile
+
+# The local topology: 3 routers + 3 regions on 127.0.0.1, SQLite under ./data.
+run: build
+	./$(BIN) dev --data ./data
+
+# All tests, with the race detector, including those that need the local
+# PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379). With CI=true a
+# missing service fails the tests; otherwise they skip loudly.
+test:
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+test-short:
+	$(GO) test -short -count=1 $(PKGS)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 $(PKGS)
+
+vet:
+	$(GO) vet $(PKGS)
+
+fmt:
+	gofmt -w .
+
+lint: vet
+	@test -z "$$(gofmt -l .)" || { echo "gofmt needed on:"; gofmt -l .; exit 1; }
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
+
+clean:
+	rm -rf bin data

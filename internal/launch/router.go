@@ -1,0 +1,186 @@
+package launch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+
+	"github.com/domicile/domicile/homeindex"
+	"github.com/domicile/domicile/internal/httpserver"
+	"github.com/domicile/domicile/residency"
+	"github.com/domicile/domicile/router"
+)
+
+// PeerConfig is one member of the home-index cluster.
+type PeerConfig struct {
+	ID   string `yaml:"id"`
+	Raft string `yaml:"raft"` // host:port of its Raft transport
+	API  string `yaml:"api"`  // base URL of its HTTP server
+}
+
+// IndexConfig is a router's home-index replica.
+type IndexConfig struct {
+	Dir       string       `yaml:"dir"`
+	Bind      string       `yaml:"bind"` // Raft transport address
+	Bootstrap bool         `yaml:"bootstrap"`
+	Peers     []PeerConfig `yaml:"peers"`
+}
+
+// RouterConfig is the configuration of one router.
+type RouterConfig struct {
+	Name           string            `yaml:"name"`
+	Listen         string            `yaml:"listen"`
+	Policy         string            `yaml:"policy"` // path of the residency policy
+	GeoIP          string            `yaml:"geoip"`  // path of a country MMDB (optional)
+	Regions        map[string]string `yaml:"regions"`
+	TrustedProxies []string          `yaml:"trusted_proxies"`
+	SecretsFile    string            `yaml:"secrets_file"`
+	Index          IndexConfig       `yaml:"index"`
+
+	// Set programmatically (dev, tests) instead of from the file.
+	PolicyValue  *residency.Policy `yaml:"-"`
+	SecretsValue *Secrets          `yaml:"-"`
+	HTTPListener net.Listener      `yaml:"-"`
+	RaftListener net.Listener      `yaml:"-"`
+	Logger       *slog.Logger      `yaml:"-"`
+}
+
+// Router is a running router and its index replica.
+type Router struct {
+	Name   string
+	Index  *homeindex.Node
+	Router *router.Router
+	HTTP   *httpserver.Server
+	geo    *residency.GeoIP
+}
+
+// URL is the router's base URL.
+func (r *Router) URL() string { return r.HTTP.URL() }
+
+// StartRouter validates cfg and starts the router.
+func StartRouter(cfg RouterConfig) (_ *Router, err error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.Name == "" {
+		return nil, errors.New("router config: name: required")
+	}
+	pol := cfg.PolicyValue
+	if pol == nil {
+		if cfg.Policy == "" {
+			return nil, errors.New("router config: policy: required")
+		}
+		if pol, err = residency.Load(cfg.Policy); err != nil {
+			return nil, fmt.Errorf("router config: policy: %w", err)
+		}
+	}
+	sec := cfg.SecretsValue
+	if sec == nil {
+		if cfg.SecretsFile == "" {
+			return nil, errors.New("router config: secrets_file: required")
+		}
+		if sec, err = LoadSecrets(cfg.SecretsFile); err != nil {
+			return nil, fmt.Errorf("router config: secrets_file: %w", err)
+		}
+	}
+	var trusted []netip.Prefix
+	for i, s := range cfg.TrustedProxies {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, fmt.Errorf("router config: trusted_proxies[%d]: %q is not a CIDR prefix or address", i, s)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		trusted = append(trusted, p.Masked())
+	}
+	if len(cfg.Index.Peers) == 0 {
+		return nil, errors.New("router config: index.peers: at least this router is required")
+	}
+	if cfg.Index.Dir == "" {
+		return nil, errors.New("router config: index.dir: required")
+	}
+	hasher, err := homeindex.NewHasher(sec.IndexKey)
+	if err != nil {
+		return nil, fmt.Errorf("router config: secrets_file: %w", err)
+	}
+	var geo *residency.GeoIP
+	if cfg.GeoIP != "" {
+		if geo, err = residency.OpenGeoIP(cfg.GeoIP); err != nil {
+			return nil, fmt.Errorf("router config: geoip: %w", err)
+		}
+	}
+	defer func() {
+		if err != nil && geo != nil {
+			geo.Close()
+		}
+	}()
+	httpLn := cfg.HTTPListener
+	if httpLn == nil {
+		if cfg.Listen == "" {
+			return nil, errors.New("router config: listen: required")
+		}
+		if httpLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return nil, fmt.Errorf("router config: listen: %w", err)
+		}
+	}
+	peers := make([]homeindex.Peer, len(cfg.Index.Peers))
+	for i, p := range cfg.Index.Peers {
+		peers[i] = homeindex.Peer{ID: p.ID, RaftAddr: p.Raft, APIAddr: p.API}
+	}
+	node, err := homeindex.Open(homeindex.Config{
+		ID:        cfg.Name,
+		Dir:       filepath.Clean(cfg.Index.Dir),
+		Listener:  cfg.RaftListener,
+		Bind:      cfg.Index.Bind,
+		Peers:     peers,
+		Bootstrap: cfg.Index.Bootstrap,
+		Token:     sec.InternalToken,
+		Logger:    log,
+	})
+	if err != nil {
+		httpLn.Close()
+		return nil, fmt.Errorf("router config: index: %w", err)
+	}
+	rt, err := router.New(router.Config{
+		Name:           cfg.Name,
+		Policy:         pol,
+		GeoIP:          geo,
+		Regions:        cfg.Regions,
+		Index:          node,
+		IndexAPI:       node.Handler(),
+		Hasher:         hasher,
+		TrustedProxies: trusted,
+		Logger:         log,
+	})
+	if err != nil {
+		node.Close()
+		httpLn.Close()
+		return nil, err
+	}
+	return &Router{
+		Name:   cfg.Name,
+		Index:  node,
+		Router: rt,
+		HTTP:   httpserver.Start(httpLn, rt.Handler(), log),
+		geo:    geo,
+	}, nil
+}
+
+// Shutdown drains HTTP, then leaves Raft and closes the geo-IP database.
+func (r *Router) Shutdown(ctx context.Context) error {
+	err := r.HTTP.Shutdown(ctx)
+	if cerr := r.Index.Close(); err == nil {
+		err = cerr
+	}
+	if r.geo != nil {
+		r.geo.Close()
+	}
+	return err
+}

@@ -1,0 +1,298 @@
+package region
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"time"
+	"unicode/utf8"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/domicile/domicile/homeindex"
+	"github.com/domicile/domicile/internal/metrics"
+	"github.com/domicile/domicile/internal/problem"
+	"github.com/domicile/domicile/region/store"
+	"github.com/domicile/domicile/session"
+)
+
+// Index is the part of the home index a region writes: claims at sign-up,
+// releases when a write fails or a user is deleted.
+type Index interface {
+	Claim(ctx context.Context, keys []homeindex.Key, region, owner string) error
+	Release(ctx context.Context, keys []homeindex.Key, owner string) error
+}
+
+// Users is the part of the regional store the HTTP layer needs.
+type Users interface {
+	CreateUser(ctx context.Context, u store.User) error
+	UserByEmail(ctx context.Context, email string) (store.User, error)
+	Ping(ctx context.Context) error
+}
+
+// Config configures a regional node.
+type Config struct {
+	Name       string // region id, e.g. "eu-west"
+	Users      Users
+	Sessions   session.Store
+	Index      Index
+	Hasher     *homeindex.Hasher
+	SessionTTL time.Duration // default 12h
+	Argon2     Argon2Params  // default DefaultArgon2
+	Logger     *slog.Logger
+}
+
+// Password length limits (characters).
+const (
+	MinPasswordLen = 8
+	MaxPasswordLen = 128
+	maxBodyBytes   = 64 << 10
+)
+
+// Server is a regional node's HTTP server.
+type Server struct {
+	cfg       Config
+	echo      *echo.Echo
+	metrics   *metrics.Metrics
+	log       *slog.Logger
+	dummyHash string // verified against for unknown users, so timing matches
+	signups   *prometheus.CounterVec
+	logins    *prometheus.CounterVec
+}
+
+// New builds a regional server.
+func New(cfg Config) (*Server, error) {
+	switch {
+	case cfg.Name == "":
+		return nil, errors.New("region: name: required")
+	case cfg.Users == nil:
+		return nil, errors.New("region: store: required")
+	case cfg.Sessions == nil:
+		return nil, errors.New("region: sessions: required")
+	case cfg.Index == nil:
+		return nil, errors.New("region: index: required")
+	case cfg.Hasher == nil:
+		return nil, errors.New("region: index secret: required")
+	}
+	if cfg.SessionTTL <= 0 {
+		cfg.SessionTTL = 12 * time.Hour
+	}
+	if cfg.Argon2 == (Argon2Params{}) {
+		cfg.Argon2 = DefaultArgon2
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	dummy, err := hashPassword(cfg.Argon2, "dummy password for unknown users")
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:       cfg,
+		log:       cfg.Logger.With("region", cfg.Name),
+		metrics:   metrics.New("region", cfg.Name),
+		dummyHash: dummy,
+		signups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "domicile_region_signups_total", Help: "Sign-up attempts by outcome.",
+		}, []string{"outcome"}),
+		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "domicile_region_logins_total", Help: "Password logins by outcome.",
+		}, []string{"outcome"}),
+	}
+	s.metrics.Register(s.signups, s.logins)
+
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = problem.ErrorHandler(s.log)
+	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true, LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
+		s.log.Error("panic", "path", c.Path(), "err", err, "stack", string(stack))
+		return err
+	}}))
+	e.Use(middleware.RequestID())
+	e.Use(s.metrics.Middleware())
+	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
+	e.GET("/readyz", s.readyz)
+	e.GET("/metrics", echo.WrapHandler(s.metrics.Handler()))
+	e.POST("/signup", s.signup)
+	e.POST("/login", s.login)
+	s.echo = e
+	return s, nil
+}
+
+// Handler is the server's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+func (s *Server) readyz(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	defer cancel()
+	if err := s.cfg.Users.Ping(ctx); err != nil {
+		s.log.Warn("readiness: database unreachable", "err", err)
+		p := problem.New(http.StatusServiceUnavailable, "database unreachable")
+		p.RetryAfter = 1
+		return p
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready", "region": s.cfg.Name})
+}
+
+type credentials struct {
+	Email    string `json:"email"`
+	Password string `json:"password"`
+}
+
+// decodeJSON reads a small JSON object strictly and maps every failure to
+// a 400/413/415 problem that says what was wrong.
+func decodeJSON(c echo.Context, v any) error {
+	req := c.Request()
+	if ct := req.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && mt != "application/problem+json") {
+			return problem.New(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+		}
+	}
+	body, err := io.ReadAll(io.LimitReader(req.Body, maxBodyBytes+1))
+	if err != nil {
+		return problem.New(http.StatusBadRequest, "body: could not be read")
+	}
+	if len(body) > maxBodyBytes {
+		return problem.New(http.StatusRequestEntityTooLarge, fmt.Sprintf("body: larger than %d bytes", maxBodyBytes))
+	}
+	if !utf8.Valid(body) {
+		return problem.New(http.StatusBadRequest, "body: not valid UTF-8")
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return problem.New(http.StatusBadRequest, "body: invalid JSON: "+err.Error())
+	}
+	return nil
+}
+
+func (s *Server) signup(c echo.Context) error {
+	var in credentials
+	if err := decodeJSON(c, &in); err != nil {
+		s.signups.WithLabelValues("bad_request").Inc()
+		return err
+	}
+	email, err := homeindex.NormalizeEmail(in.Email)
+	if err != nil {
+		s.signups.WithLabelValues("bad_request").Inc()
+		return problem.New(http.StatusBadRequest, "email: "+err.Error())
+	}
+	if n := utf8.RuneCountInString(in.Password); n < MinPasswordLen || n > MaxPasswordLen {
+		s.signups.WithLabelValues("bad_request").Inc()
+		return problem.New(http.StatusBadRequest, fmt.Sprintf("password: must be %d to %d characters", MinPasswordLen, MaxPasswordLen))
+	}
+	hash, err := hashPassword(s.cfg.Argon2, in.Password)
+	if err != nil {
+		return fmt.Errorf("hash password: %w", err)
+	}
+	id, err := newUserID(s.cfg.Name)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	keys := []homeindex.Key{s.cfg.Hasher.EmailKey(email)}
+
+	// Claim first: the index is what makes an email unique across regions.
+	// The row is written only if the claim succeeds.
+	if err := s.cfg.Index.Claim(ctx, keys, s.cfg.Name, id); err != nil {
+		if errors.Is(err, homeindex.ErrConflict) {
+			s.signups.WithLabelValues("conflict").Inc()
+			return problem.New(http.StatusConflict, "an account with this email address already exists")
+		}
+		s.signups.WithLabelValues("index_unavailable").Inc()
+		s.log.Error("sign-up: claim failed", "key", keys[0].String(), "err", err)
+		p := problem.New(http.StatusServiceUnavailable, "the home index is unavailable; try again")
+		p.RetryAfter = 1
+		return p
+	}
+	u := store.User{ID: id, Email: email, PasswordHash: hash, CreatedAt: time.Now().UTC()}
+	if err := s.cfg.Users.CreateUser(ctx, u); err != nil {
+		// Give the identifier back so a retry can succeed.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if rerr := s.cfg.Index.Release(rctx, keys, id); rerr != nil {
+			s.log.Error("sign-up: release after failed write", "key", keys[0].String(), "err", rerr)
+		}
+		if errors.Is(err, store.ErrDuplicate) {
+			s.signups.WithLabelValues("conflict").Inc()
+			return problem.New(http.StatusConflict, "an account with this email address already exists")
+		}
+		s.signups.WithLabelValues("error").Inc()
+		return fmt.Errorf("sign-up: create user: %w", err)
+	}
+	s.signups.WithLabelValues("created").Inc()
+	s.log.Info("user created", "user", id)
+	return c.JSON(http.StatusCreated, map[string]string{"id": id, "home": s.cfg.Name})
+}
+
+// errBadLogin is the one answer for an unknown email and a wrong password.
+func errBadLogin() error {
+	return problem.New(http.StatusUnauthorized, "invalid email or password")
+}
+
+func (s *Server) login(c echo.Context) error {
+	var in credentials
+	if err := decodeJSON(c, &in); err != nil {
+		s.logins.WithLabelValues("bad_request").Inc()
+		return err
+	}
+	email, err := homeindex.NormalizeEmail(in.Email)
+	if err != nil || utf8.RuneCountInString(in.Password) > MaxPasswordLen {
+		s.logins.WithLabelValues("bad_request").Inc()
+		return errBadLogin()
+	}
+	ctx := c.Request().Context()
+	u, err := s.cfg.Users.UserByEmail(ctx, email)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		// Spend the same time as for a known user.
+		_, _ = verifyPassword(s.dummyHash, in.Password)
+		s.logins.WithLabelValues("failed").Inc()
+		return errBadLogin()
+	case err != nil:
+		return fmt.Errorf("login: read user: %w", err)
+	}
+	ok, err := verifyPassword(u.PasswordHash, in.Password)
+	if err != nil {
+		return fmt.Errorf("login: user %s: %w", u.ID, err)
+	}
+	if !ok {
+		s.logins.WithLabelValues("failed").Inc()
+		return errBadLogin()
+	}
+	sid, err := session.NewID()
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC()
+	sess := session.Session{ID: sid, UserID: u.ID, Home: s.cfg.Name, CreatedAt: now, ExpiresAt: now.Add(s.cfg.SessionTTL)}
+	if err := s.cfg.Sessions.Put(ctx, sess); err != nil {
+		return fmt.Errorf("login: store session: %w", err)
+	}
+	s.logins.WithLabelValues("ok").Inc()
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return c.JSON(http.StatusOK, map[string]any{
+		"session_id": sid,
+		"user_id":    u.ID,
+		"home":       s.cfg.Name,
+		"expires_at": sess.ExpiresAt.Format(time.RFC3339),
+	})
+}
+
+// newUserID returns an opaque user id prefixed with the home region, so
+// any node can tell where a user lives without a lookup.
+func newUserID(region string) (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return region + "." + hex.EncodeToString(b), nil
+}

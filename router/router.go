@@ -1,0 +1,232 @@
+package router
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/domicile/domicile/homeindex"
+	"github.com/domicile/domicile/internal/metrics"
+	"github.com/domicile/domicile/internal/problem"
+	"github.com/domicile/domicile/residency"
+)
+
+// IndexReader is the part of the home index replica the router reads.
+type IndexReader interface {
+	Lookup(homeindex.Key) (homeindex.Entry, bool)
+	Ready() bool
+}
+
+// Config configures a router.
+type Config struct {
+	Name    string
+	Policy  *residency.Policy
+	GeoIP   *residency.GeoIP // optional: without it, country rules never match
+	Regions map[string]string
+	Index   IndexReader
+	// IndexAPI, if set, is mounted at /internal/index/ (the replica's
+	// internal API for regions and forwarded writes).
+	IndexAPI       http.Handler
+	Hasher         *homeindex.Hasher
+	TrustedProxies []netip.Prefix
+	// MaxBodyBytes bounds what the router reads of a body to find the
+	// identifier (default 16 KiB).
+	MaxBodyBytes int64
+	Logger       *slog.Logger
+}
+
+// Router is the edge HTTP server.
+type Router struct {
+	cfg        Config
+	echo       *echo.Echo
+	log        *slog.Logger
+	metrics    *metrics.Metrics
+	proxies    map[string]*httputil.ReverseProxy
+	resolution *prometheus.CounterVec
+}
+
+// New validates cfg and builds a router.
+func New(cfg Config) (*Router, error) {
+	switch {
+	case cfg.Name == "":
+		return nil, errors.New("router: name: required")
+	case cfg.Policy == nil:
+		return nil, errors.New("router: policy: required")
+	case cfg.Index == nil:
+		return nil, errors.New("router: index: required")
+	case cfg.Hasher == nil:
+		return nil, errors.New("router: index secret: required")
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 16 << 10
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	rt := &Router{
+		cfg:     cfg,
+		log:     cfg.Logger.With("router", cfg.Name),
+		metrics: metrics.New("router", cfg.Name),
+		proxies: make(map[string]*httputil.ReverseProxy),
+		resolution: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "domicile_router_resolutions_total",
+			Help: "Home-region resolutions by source (index, email_domain, country, default) and region.",
+		}, []string{"source", "region"}),
+	}
+	rt.metrics.Register(rt.resolution)
+	transport := &http.Transport{
+		Proxy:                 nil,
+		DialContext:           (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: 30 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+	for _, name := range cfg.Policy.Regions() {
+		raw, ok := cfg.Regions[name]
+		if !ok {
+			return nil, fmt.Errorf("router: regions: policy region %q has no URL", name)
+		}
+		u, err := url.Parse(raw)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("router: regions.%s: %q is not an http(s) URL", name, raw)
+		}
+		rt.proxies[name] = rt.newProxy(name, u, transport)
+	}
+
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = problem.ErrorHandler(rt.log)
+	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true, LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
+		rt.log.Error("panic", "path", c.Path(), "err", err, "stack", string(stack))
+		return err
+	}}))
+	e.Use(middleware.RequestID())
+	e.Use(rt.metrics.Middleware())
+	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
+	e.GET("/readyz", rt.readyz)
+	e.GET("/metrics", echo.WrapHandler(rt.metrics.Handler()))
+	if cfg.IndexAPI != nil {
+		e.Any("/internal/index/*", echo.WrapHandler(cfg.IndexAPI))
+	}
+	e.POST("/signup", rt.forwardByEmail)
+	e.POST("/login", rt.forwardByEmail)
+	rt.echo = e
+	return rt, nil
+}
+
+// Handler is the router's HTTP handler.
+func (rt *Router) Handler() http.Handler { return rt.echo }
+
+func (rt *Router) readyz(c echo.Context) error {
+	if !rt.cfg.Index.Ready() {
+		p := problem.New(http.StatusServiceUnavailable, "home index has no leader")
+		p.RetryAfter = 1
+		return p
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (rt *Router) newProxy(region string, target *url.URL, tr http.RoundTripper) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.SetXForwarded()
+			pr.Out.Host = pr.In.Host
+		},
+		Transport:     tr,
+		FlushInterval: -1,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			rt.log.Warn("upstream unreachable", "region", region, "err", err)
+			p := problem.New(http.StatusServiceUnavailable, "region "+region+" is unavailable")
+			p.RetryAfter = 1
+			p.Instance = r.URL.Path
+			problem.Write(w, p)
+		},
+	}
+}
+
+// resolve picks the home region for an identifier: the index for a known
+// user, the residency policy for a new one.
+func (rt *Router) resolve(key homeindex.Key, email string, client netip.Addr) (region, source string) {
+	if e, ok := rt.cfg.Index.Lookup(key); ok {
+		return e.Region, "index"
+	}
+	var country string
+	if client.IsValid() {
+		country = rt.cfg.GeoIP.Country(client)
+	}
+	d := rt.cfg.Policy.Evaluate(residency.Facts{Email: email, Country: country})
+	source = d.Rule
+	if i := strings.IndexByte(source, ':'); i >= 0 {
+		source = source[:i]
+	}
+	return d.Region, source
+}
+
+// forwardByEmail serves flows that carry the identifier in a JSON body
+// ({"email": ...}): it reads at most MaxBodyBytes, resolves the home and
+// forwards the body unchanged.
+func (rt *Router) forwardByEmail(c echo.Context) error {
+	req := c.Request()
+	body, err := io.ReadAll(io.LimitReader(req.Body, rt.cfg.MaxBodyBytes+1))
+	if err != nil {
+		return problem.New(http.StatusBadRequest, "body: could not be read")
+	}
+	if int64(len(body)) > rt.cfg.MaxBodyBytes {
+		return problem.New(http.StatusRequestEntityTooLarge, fmt.Sprintf("body: larger than %d bytes", rt.cfg.MaxBodyBytes))
+	}
+	if !utf8.Valid(body) {
+		return problem.New(http.StatusBadRequest, "body: not valid UTF-8")
+	}
+	var in struct {
+		Email string `json:"email"`
+	}
+	if err := json.Unmarshal(body, &in); err != nil {
+		return problem.New(http.StatusBadRequest, "body: invalid JSON: "+err.Error())
+	}
+	email, err := homeindex.NormalizeEmail(in.Email)
+	if err != nil {
+		return problem.New(http.StatusBadRequest, "email: "+err.Error())
+	}
+	key := rt.cfg.Hasher.EmailKey(email)
+	client := clientIP(req.RemoteAddr, req.Header.Values("X-Forwarded-For"), rt.cfg.TrustedProxies)
+	region, source := rt.resolve(key, email, client)
+	proxy, ok := rt.proxies[region]
+	if !ok {
+		// The index names a region this router does not know (a policy
+		// that dropped it, or a newer router config elsewhere).
+		rt.log.Error("resolved to unknown region", "key", key.String(), "region", region, "source", source)
+		p := problem.New(http.StatusServiceUnavailable, "home region is not reachable from this router")
+		p.RetryAfter = 5
+		return p
+	}
+	rt.resolution.WithLabelValues(source, region).Inc()
+	rid := c.Response().Header().Get(echo.HeaderXRequestID)
+	// Only the keyed hash of the identifier is logged, never the identifier.
+	rt.log.Info("route", "request_id", rid, "path", req.URL.Path, "key", key.String(), "region", region, "source", source)
+
+	req.Body = io.NopCloser(bytes.NewReader(body))
+	req.ContentLength = int64(len(body))
+	req.Header.Set(echo.HeaderXRequestID, rid)
+	req.Header.Set("Domicile-Router", rt.cfg.Name)
+	proxy.ServeHTTP(c.Response(), req)
+	return nil
+}
