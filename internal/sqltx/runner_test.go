@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -193,7 +194,7 @@ func TestRunnerTx(t *testing.T) {
 					if tt.wantPrefix != "" && !strings.HasPrefix(err.Error(), tt.wantPrefix) {
 						t.Errorf("Tx() = %q, want prefix %q", err, tt.wantPrefix)
 					}
-					if got.attempts != tt.want.attempts || !equalInts(got.retries, tt.want.retries) {
+					if got.attempts != tt.want.attempts || !slices.Equal(got.retries, tt.want.retries) {
 						t.Errorf("attempts %d, OnRetry %v; want %d, %v", got.attempts, got.retries, tt.want.attempts, tt.want.retries)
 					}
 					// A fresh context: the pool must still have a usable
@@ -248,16 +249,4 @@ func TestCrdbOnPostgresLosesCommitErrors(t *testing.T) {
 			}
 		})
 	}
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
