@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/domicile/domicile/internal/launch"
 )
 
 func TestCommands(t *testing.T) {
@@ -25,8 +27,8 @@ func TestCommands(t *testing.T) {
 		{nil, 2, "", "Usage:"},
 		{[]string{"nope"}, 2, "", `unknown command "nope"`},
 		{[]string{"dev", "--help"}, 0, "", "Usage: domicile dev"},
-		{[]string{"router", "--help"}, 0, "", "--config"},
-		{[]string{"region", "--help"}, 0, "", "--config"},
+		{[]string{"router", "--help"}, 0, "", "-config string"},
+		{[]string{"region", "--help"}, 0, "", "-config string"},
 		{[]string{"router"}, 2, "", "--config: required"},
 		{[]string{"region", "--config", filepath.Join(dir, "missing.yaml")}, 2, "", "no such file"},
 		{[]string{"router", "--config", badYAML}, 1, "", "field lisen not found"},
@@ -45,5 +47,26 @@ func TestCommands(t *testing.T) {
 				t.Fatalf("stdout %q / stderr %q; want %q / %q", out.String(), errb.String(), tt.wantOut, tt.wantErr)
 			}
 		})
+	}
+}
+
+// The example configs must stay loadable as the config structs change.
+func TestExampleConfigsParse(t *testing.T) {
+	var rc launch.RouterConfig
+	if err := loadYAML("../../deploy/examples/router.yaml", &rc); err != nil {
+		t.Fatal(err)
+	}
+	if rc.Name != "router-1" || len(rc.Index.Peers) != 3 || len(rc.Regions) != 3 {
+		t.Fatalf("router example: %+v", rc)
+	}
+	var gc launch.RegionConfig
+	if err := loadYAML("../../deploy/examples/region.yaml", &gc); err != nil {
+		t.Fatal(err)
+	}
+	if gc.Name != "eu-west" || gc.Database.Driver != "postgres" || gc.Sessions.Store != "redis" || len(gc.Index) != 3 {
+		t.Fatalf("region example: %+v", gc)
+	}
+	if _, err := launch.LoadSecrets("../../deploy/secrets.example.json"); err != nil {
+		t.Fatal(err)
 	}
 }

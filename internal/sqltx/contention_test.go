@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/domicile/domicile/internal/sqltx"
 	"github.com/domicile/domicile/internal/testenv"
@@ -34,16 +37,31 @@ type contentionResult struct {
 	committed []string         // transfer ids Tx reported as committed
 	failed    map[string]error // transfer ids Tx reported as failed
 	retries   int64            // OnRetry calls
+	// commitRetries counts serialization failures PostgreSQL reported from
+	// COMMIT itself: the errors a retry loop that ignores Commit's error
+	// would turn into transfers reported committed but never written.
+	commitRetries int64
+}
+
+// isCommitTimeFailure reports whether err is PostgreSQL's serialization
+// failure raised by COMMIT (SSI found the dangerous structure only then).
+func isCommitTimeFailure(err error) bool {
+	var pg *pgconn.PgError
+	return errors.As(err, &pg) && strings.Contains(pg.Detail, "during commit attempt")
 }
 
 func TestContentionPostgres(t *testing.T) {
 	db := openDB(t, "pgx", testenv.PostgresDSN(t))
 	db.SetMaxOpenConns(contentionWorkers + 2)
-	// pg_sleep between the read and the write keeps the read-write
-	// window open long enough to collide reliably on two cores.
+	// pg_sleep between the reads and the writes, and again before COMMIT,
+	// keeps each transaction open long enough to collide reliably on two
+	// cores, and with the audit read makes SSI fail some at COMMIT.
 	res := runContention(t, db, sqltx.Postgres, "SELECT pg_sleep(0.001)")
 	if res.retries == 0 {
 		t.Errorf("no retries under contention: the test did not exercise the retry loop")
+	}
+	if res.commitRetries == 0 {
+		t.Errorf("no serialization failure came from COMMIT: the test did not exercise the check of Commit's error")
 	}
 }
 
@@ -71,14 +89,26 @@ CREATE TABLE ledger (
 		}
 	}
 
-	var retries atomic.Int64
+	var retries, commitRetries atomic.Int64
 	r := &sqltx.Runner{
 		DB:     db,
 		Flavor: flavor,
 		// Generous, so that the run is about correctness rather than about
 		// how often eight workers on five rows exhaust the default.
 		MaxAttempts: 50,
-		OnRetry:     func(int, error) { retries.Add(1) },
+		OnRetry: func(_ int, err error) {
+			retries.Add(1)
+			if isCommitTimeFailure(err) {
+				commitRetries.Add(1)
+			}
+		},
+	}
+	pauseTx := func(ctx context.Context, tx *sql.Tx) error {
+		if pause == "" {
+			return nil
+		}
+		_, err := tx.ExecContext(ctx, pause)
+		return err
 	}
 	transfer := func(ctx context.Context, id string, from, to int, amount int64) error {
 		return r.Tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
@@ -89,10 +119,18 @@ CREATE TABLE ledger (
 			if err := tx.QueryRowContext(ctx, "SELECT balance FROM accounts WHERE id = $1", to).Scan(&toBal); err != nil {
 				return fmt.Errorf("read %d: %w", to, err)
 			}
-			if pause != "" {
-				if _, err := tx.ExecContext(ctx, pause); err != nil {
-					return err
-				}
+			// An audit read of every row: with the writes of concurrent
+			// transfers it forms read-write cycles that PostgreSQL's SSI
+			// may only detect at COMMIT, so commit errors get exercised.
+			var total int64
+			if err := tx.QueryRowContext(ctx, "SELECT SUM(balance) FROM accounts").Scan(&total); err != nil {
+				return fmt.Errorf("audit: %w", err)
+			}
+			if total != contentionAccounts*contentionBalance {
+				return fmt.Errorf("audit: sum of balances is %d inside a transaction", total)
+			}
+			if err := pauseTx(ctx, tx); err != nil {
+				return err
 			}
 			// Writing back values computed in Go (not balance = balance - x)
 			// loses updates unless the transaction is serialized.
@@ -106,7 +144,7 @@ CREATE TABLE ledger (
 				id, from, to, amount); err != nil {
 				return fmt.Errorf("ledger: %w", err)
 			}
-			return nil
+			return pauseTx(ctx, tx)
 		})
 	}
 
@@ -134,10 +172,13 @@ CREATE TABLE ledger (
 		})
 	}
 	wg.Wait()
-	res.retries = retries.Load()
+	res.retries, res.commitRetries = retries.Load(), commitRetries.Load()
 	t.Logf("%s: %d transfers by %d workers on %d accounts in %v: %d committed, %d failed, %d retries",
 		flavor, contentionTransfers, contentionWorkers, contentionAccounts, time.Since(start).Round(time.Millisecond),
 		len(res.committed), len(res.failed), res.retries)
+	if flavor == sqltx.Postgres {
+		t.Logf("%d of the retries followed a serialization failure raised by COMMIT", res.commitRetries)
+	}
 
 	// Giving up after MaxAttempts is the only acceptable failure.
 	for id, err := range res.failed {

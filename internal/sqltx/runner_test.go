@@ -80,8 +80,8 @@ func TestRunnerTx(t *testing.T) {
 		wantPrefix  string  // of the error text
 		wantRows    int
 		want        result
-		skip        sqltx.Flavor // crdb.ExecuteTx ignores a failing COMMIT; see TestCrdbOnPostgres
-		skipReason  string
+		skipOn      sqltx.Flavor // with skipWhy set: the flavor the case does not hold for
+		skipWhy     string
 	}{
 		{
 			name:     "commits",
@@ -132,8 +132,8 @@ func TestRunnerTx(t *testing.T) {
 			},
 			wantPrefix: "sqltx: commit: ",
 			want:       result{attempts: 1},
-			skip:       sqltx.Cockroach,
-			skipReason: "crdb.ExecuteTx ignores the error of COMMIT; see TestCrdbOnPostgresLosesCommitErrors",
+			skipOn:     sqltx.Cockroach,
+			skipWhy:    "crdb.ExecuteTx ignores the error of COMMIT; see TestCrdbOnPostgresLosesCommitErrors",
 		},
 		{
 			name:     "panic rolls back and propagates",
@@ -149,8 +149,8 @@ func TestRunnerTx(t *testing.T) {
 			createSchema(t, db, runnerSchema)
 			for _, tt := range tests {
 				t.Run(tt.name, func(t *testing.T) {
-					if tt.skipReason != "" && tt.skip == b.flavor {
-						t.Skip(tt.skipReason)
+					if tt.skipWhy != "" && tt.skipOn == b.flavor {
+						t.Skip(tt.skipWhy)
 					}
 					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 					defer cancel()

@@ -34,6 +34,7 @@ func PostgresDSN(t testing.TB) string {
 		// missing service: never skip it.
 		t.Fatalf("testenv: DOMICILE_TEST_POSTGRES: %v", err)
 	}
+	admin.SetMaxOpenConns(1) // it only creates and drops the schema
 	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 	defer cancel()
 	if err := admin.PingContext(ctx); err != nil {
