@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/domicile/domicile/internal/launch"
+	"github.com/domicile/domicile/internal/sqltx"
+	"github.com/domicile/domicile/internal/testenv"
 	"github.com/domicile/domicile/region"
 	"github.com/domicile/domicile/region/store"
 )
@@ -37,14 +40,18 @@ type reply struct {
 
 func startCluster(t *testing.T) *Cluster {
 	t.Helper()
+	return startClusterWith(t, Config{})
+}
+
+func startClusterWith(t *testing.T, cfg Config) *Cluster {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	logs := &syncBuffer{}
-	c, err := Start(ctx, Config{
-		DataDir: t.TempDir(),
-		Argon2:  lightArgon2,
-		Logger:  slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
-	})
+	cfg.DataDir = t.TempDir()
+	cfg.Argon2 = lightArgon2
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	c, err := Start(ctx, cfg)
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
@@ -116,7 +123,29 @@ func homes(t *testing.T, c *Cluster, email string) []string {
 }
 
 func TestEndToEnd(t *testing.T) {
-	c := startCluster(t)
+	scenario(t, startCluster(t))
+}
+
+// The same scenario with every region on its own PostgreSQL schema and
+// sessions in the real Redis.
+func TestEndToEndOnPostgresAndRedis(t *testing.T) {
+	dsns := map[string]string{}
+	for _, name := range []string{"eu-west", "us-east", "ap-southeast"} {
+		dsns[name] = testenv.PostgresDSN(t)
+	}
+	c := startClusterWith(t, Config{
+		Database: func(region string) store.Config { return store.Config{Driver: "postgres", DSN: dsns[region]} },
+		Sessions: launch.SessionsConfig{Store: "redis", Redis: testenv.RedisAddr(t), Prefix: testenv.RedisPrefix(t)},
+	})
+	for name, r := range c.Regions {
+		if r.Store.Flavor() != sqltx.Postgres {
+			t.Fatalf("%s runs on %s", name, r.Store.Flavor())
+		}
+	}
+	scenario(t, c)
+}
+
+func scenario(t *testing.T, c *Cluster) {
 	r := c.RouterURLs()
 	rec := &recorder{}
 	const pw = `"password":"correct horse battery"`

@@ -21,7 +21,7 @@ import (
 type SessionsConfig struct {
 	Store  string `yaml:"store"` // "memory" (default) or "redis"
 	Redis  string `yaml:"redis"` // host:port, for store: redis
-	Prefix string `yaml:"prefix"`
+	Prefix string `yaml:"prefix"` // key prefix (default "domicile:"); the region name is appended
 }
 
 // RegionConfig is the configuration of one regional node.
@@ -103,9 +103,9 @@ func StartRegion(ctx context.Context, cfg RegionConfig) (_ *Region, err error) {
 		}
 		prefix := cfg.Sessions.Prefix
 		if prefix == "" {
-			prefix = "domicile:" + cfg.Name + ":sess:"
+			prefix = "domicile:"
 		}
-		r.Sessions = session.NewRedis(rc, prefix)
+		r.Sessions = session.NewRedis(rc, prefix+cfg.Name+":sess:")
 		r.closers = append(r.closers, rc.Close)
 	default:
 		return nil, fmt.Errorf("region config: sessions.store: unknown %q (want memory or redis)", cfg.Sessions.Store)
