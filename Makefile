@@ -3,13 +3,14 @@ GO      ?= go
 BIN     := bin/domicile
 PKGS    := ./...
 STATICCHECK_VERSION := v0.8.2
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
 .PHONY: all build run test test-short bench lint vet fmt clean
 
 all: build
 
 build:
-	$(GO) build -trimpath -o $(BIN) ./cmd/domicile
+	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/domicile
 
 # The local topology: 3 routers + 3 regions on 127.0.0.1, SQLite under ./data.
 run: build

@@ -12,12 +12,15 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
 )
 
 // Peer is one member of the index cluster.
@@ -84,9 +87,17 @@ type Node struct {
 	raft   *raft.Raft
 	trans  *raft.NetworkTransport
 	wal    *wal.WAL
+	meta   *metadb.BoltMetaDB
 	peers  map[raft.ServerID]Peer
 	client *http.Client
 	log    *slog.Logger
+
+	// The replica serves lookups only once it has re-applied the log it
+	// had on disk at start; before that it would answer "unknown" for
+	// users it knows, and a router would send them to the wrong region.
+	startIndex uint64
+	opened     time.Time
+	caughtUp   atomic.Bool
 }
 
 // Open starts a replica. It joins the cluster described by cfg.Peers.
@@ -106,29 +117,37 @@ func Open(cfg Config) (*Node, error) {
 	if cfg.ApplyTimeout == 0 {
 		cfg.ApplyTimeout = 5 * time.Second
 	}
-	log := cfg.Logger.With("component", "homeindex", "node", cfg.ID)
+	log := cfg.Logger.With("component", "homeindex")
 	walDir := filepath.Join(cfg.Dir, "wal")
 	if err := os.MkdirAll(walDir, 0o700); err != nil {
 		return nil, fmt.Errorf("homeindex: dir: %w", err)
 	}
 	hlog := hclog.New(&hclog.LoggerOptions{
-		Name:   "raft",
-		Level:  hclog.Warn,
-		Output: slogWriter{log},
+		Name:        "raft",
+		Level:       hclog.Warn,
+		Output:      slogWriter{log},
+		DisableTime: true,
 	})
-	w, err := wal.Open(walDir, wal.WithLogger(hlog))
+	// raft-wal's Close leaves its metadata DB (and its file lock) open, so
+	// the node owns it and closes it; otherwise a reopen in the same
+	// process would block on the lock.
+	meta := &metadb.BoltMetaDB{}
+	w, err := wal.Open(walDir, wal.WithLogger(hlog), wal.WithMetaStore(meta))
 	if err != nil {
+		meta.Close()
 		return nil, fmt.Errorf("homeindex: open wal: %w", err)
 	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, hlog)
 	if err != nil {
 		w.Close()
+		meta.Close()
 		return nil, fmt.Errorf("homeindex: snapshots: %w", err)
 	}
 	ln := cfg.Listener
 	if ln == nil {
 		if ln, err = net.Listen("tcp", cfg.Bind); err != nil {
 			w.Close()
+			meta.Close()
 			return nil, fmt.Errorf("homeindex: bind: %w", err)
 		}
 	}
@@ -147,11 +166,19 @@ func Open(cfg Config) (*Node, error) {
 	rc.LeaderLeaseTimeout = cfg.HeartbeatTimeout / 2
 	rc.SnapshotThreshold = 8192
 
+	startIndex, err := w.LastIndex()
+	if err != nil {
+		trans.Close()
+		w.Close()
+		meta.Close()
+		return nil, fmt.Errorf("homeindex: read wal: %w", err)
+	}
 	f := newFSM()
 	r, err := raft.NewRaft(rc, f, w, w, snaps, trans)
 	if err != nil {
 		trans.Close()
 		w.Close()
+		meta.Close()
 		return nil, fmt.Errorf("homeindex: start raft: %w", err)
 	}
 	n := &Node{
@@ -160,9 +187,13 @@ func Open(cfg Config) (*Node, error) {
 		raft:   r,
 		trans:  trans,
 		wal:    w,
+		meta:   meta,
 		peers:  make(map[raft.ServerID]Peer),
 		client: &http.Client{Timeout: cfg.ApplyTimeout + time.Second},
 		log:    log,
+
+		startIndex: startIndex,
+		opened:     time.Now(),
 	}
 	var servers []raft.Server
 	for _, p := range cfg.Peers {
@@ -206,8 +237,30 @@ func (n *Node) Leader() string {
 // IsLeader reports whether this node is the leader.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 
-// Ready reports whether the cluster has a leader, so writes can commit.
-func (n *Node) Ready() bool { return n.Leader() != "" }
+// Ready reports whether the cluster has a leader (so writes can commit)
+// and the local replica has caught up (so reads are trustworthy).
+func (n *Node) Ready() bool { return n.Leader() != "" && n.CaughtUp() }
+
+// CaughtUp reports whether the local replica has applied every entry that
+// was in its log when it started. Once true it stays true.
+func (n *Node) CaughtUp() bool {
+	if n.caughtUp.Load() {
+		return true
+	}
+	applied := n.raft.AppliedIndex()
+	ok := applied >= n.startIndex
+	if !ok && n.Leader() != "" && time.Since(n.opened) > 5*time.Second {
+		// The log may have ended in entries that were never committed and
+		// were dropped by the new leader: caught up means applied all that
+		// is committed.
+		commit, _ := strconv.ParseUint(n.raft.Stats()["commit_index"], 10, 64)
+		ok = commit > 0 && applied >= commit
+	}
+	if ok {
+		n.caughtUp.Store(true)
+	}
+	return ok
+}
 
 // Stats returns Raft's counters (state, term, last index, ...).
 func (n *Node) Stats() map[string]string { return n.raft.Stats() }
@@ -289,6 +342,9 @@ func (n *Node) Close() error {
 	if cerr := n.wal.Close(); err == nil {
 		err = cerr
 	}
+	if cerr := n.meta.Close(); err == nil {
+		err = cerr
+	}
 	return err
 }
 
@@ -307,7 +363,15 @@ func (s *tcpStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Co
 type slogWriter struct{ log *slog.Logger }
 
 func (w slogWriter) Write(p []byte) (int, error) {
-	w.log.Warn(strings.TrimSpace(string(p)))
+	line := strings.TrimSpace(string(p))
+	level := slog.LevelInfo
+	for prefix, lv := range map[string]slog.Level{"[ERROR]": slog.LevelError, "[WARN]": slog.LevelWarn, "[DEBUG]": slog.LevelDebug, "[TRACE]": slog.LevelDebug} {
+		if strings.HasPrefix(line, prefix) {
+			level, line = lv, strings.TrimSpace(strings.TrimPrefix(line, prefix))
+			break
+		}
+	}
+	w.log.Log(context.Background(), level, line)
 	return len(p), nil
 }
 

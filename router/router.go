@@ -29,6 +29,9 @@ import (
 // IndexReader is the part of the home index replica the router reads.
 type IndexReader interface {
 	Lookup(homeindex.Key) (homeindex.Entry, bool)
+	// CaughtUp: the replica has applied its log, so a miss means "new user".
+	CaughtUp() bool
+	// Ready: CaughtUp and the cluster has a leader.
 	Ready() bool
 }
 
@@ -206,6 +209,12 @@ func (rt *Router) forwardByEmail(c echo.Context) error {
 	if err != nil {
 		return problem.New(http.StatusBadRequest, "email: "+err.Error())
 	}
+	if !rt.cfg.Index.CaughtUp() {
+		// A miss now could be a known user the replica has not re-read yet.
+		p := problem.New(http.StatusServiceUnavailable, "the home index replica is still loading")
+		p.RetryAfter = 1
+		return p
+	}
 	key := rt.cfg.Hasher.EmailKey(email)
 	client := clientIP(req.RemoteAddr, req.Header.Values("X-Forwarded-For"), rt.cfg.TrustedProxies)
 	region, source := rt.resolve(key, email, client)
@@ -220,6 +229,7 @@ func (rt *Router) forwardByEmail(c echo.Context) error {
 	}
 	rt.resolution.WithLabelValues(source, region).Inc()
 	rid := c.Response().Header().Get(echo.HeaderXRequestID)
+	c.Response().Header().Del(echo.HeaderXRequestID) // the region echoes it back
 	// Only the keyed hash of the identifier is logged, never the identifier.
 	rt.log.Info("route", "request_id", rid, "path", req.URL.Path, "key", key.String(), "region", region, "source", source)
 

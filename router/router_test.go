@@ -39,7 +39,8 @@ func (x *mapIndex) Lookup(k homeindex.Key) (homeindex.Entry, bool) {
 	e, ok := x.m[k]
 	return e, ok
 }
-func (x *mapIndex) Ready() bool { return true }
+func (x *mapIndex) Ready() bool    { return true }
+func (x *mapIndex) CaughtUp() bool { return true }
 
 type fixture struct {
 	rt      *Router

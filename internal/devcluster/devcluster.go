@@ -195,9 +195,9 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 	}
 	lns = nil // owned by the servers now
 	deadline := time.Now().Add(15 * time.Second)
-	for c.Routers[0].Index.Leader() == "" {
+	for !c.ready() {
 		if time.Now().After(deadline) {
-			return c, errors.New("dev: the home index elected no leader within 15s")
+			return c, errors.New("dev: the home index was not ready (leader elected, replicas caught up) within 15s")
 		}
 		select {
 		case <-ctx.Done():
@@ -206,6 +206,15 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 		}
 	}
 	return c, nil
+}
+
+func (c *Cluster) ready() bool {
+	for _, r := range c.Routers {
+		if !r.Index.Ready() {
+			return false
+		}
+	}
+	return true
 }
 
 // RouterURLs returns the base URLs of the routers still running.

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -300,4 +302,65 @@ func TestLeaderLossKeepsSignupAndLogin(t *testing.T) {
 		expect(t, "login after-user via "+u, post(t, rec, u+"/login", `{"email":"after@acme.de",`+pw+`}`, nil), http.StatusOK)
 	}
 	expect(t, "duplicate after failover", post(t, rec, rest[1]+"/signup", `{"email":"after@acme.de",`+pw+`}`, nil), http.StatusConflict)
+}
+
+func portOf(t *testing.T, rawURL string) int {
+	t.Helper()
+	_, p, err := net.SplitHostPort(strings.TrimPrefix(rawURL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+// A whole-topology restart from the same data keeps every user findable:
+// no router serves a lookup before its replica has re-applied its log.
+func TestRestartKeepsUsersRoutable(t *testing.T) {
+	dir := t.TempDir()
+	logs := &syncBuffer{}
+	cfg := Config{DataDir: dir, Argon2: lightArgon2, Logger: slog.New(slog.NewTextHandler(logs, nil))}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const pw = `"password":"correct horse battery"`
+	users := []struct{ email, xff, home string }{
+		{"ana@acme.de", "", "eu-west"},
+		{"li@example.com", "203.0.113.9", "ap-southeast"},
+		{"sam@example.com", "198.51.100.7", "us-east"},
+	}
+	for _, u := range users {
+		res := post(t, nil, c.RouterURLs()[0]+"/signup", `{"email":"`+u.email+`",`+pw+`}`, map[string]string{"X-Forwarded-For": u.xff})
+		expect(t, "sign-up "+u.email, res, http.StatusCreated)
+	}
+	// Same ports again: the Raft configuration on disk names them.
+	cfg.RegionPorts = map[string]int{}
+	for name, r := range c.Regions {
+		cfg.RegionPorts[name] = portOf(t, r.URL())
+	}
+	for _, r := range c.Routers {
+		cfg.RouterPorts = append(cfg.RouterPorts, portOf(t, r.URL()))
+		cfg.RaftPorts = append(cfg.RaftPorts, portOf(t, r.Index.RaftAddr()))
+	}
+	if err := c.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c, err = Start(ctx, cfg)
+	if err != nil {
+		t.Fatalf("restart: %v\n%s", err, logs.String())
+	}
+	defer c.Shutdown(context.Background())
+	// Log in at once, from a place whose policy region differs from home.
+	for _, rt := range c.RouterURLs() {
+		for _, u := range users {
+			res := post(t, nil, rt+"/login", `{"email":"`+u.email+`",`+pw+`}`, map[string]string{"X-Forwarded-For": "192.0.2.1"})
+			expect(t, "login after restart "+u.email+" via "+rt, res, http.StatusOK)
+			if res.Body["home"] != u.home {
+				t.Fatalf("%s served by %v, want %s", u.email, res.Body["home"], u.home)
+			}
+		}
+	}
 }

@@ -19,8 +19,8 @@ import (
 
 // SessionsConfig selects a region's session store.
 type SessionsConfig struct {
-	Store  string `yaml:"store"` // "memory" (default) or "redis"
-	Redis  string `yaml:"redis"` // host:port, for store: redis
+	Store  string `yaml:"store"`  // "memory" (default) or "redis"
+	Redis  string `yaml:"redis"`  // host:port, for store: redis
 	Prefix string `yaml:"prefix"` // key prefix (default "domicile:"); the region name is appended
 }
 
