@@ -282,10 +282,31 @@ func (n *Node) write(ctx context.Context, c *command) error {
 	if err := c.validate(); err != nil {
 		return err
 	}
-	if n.IsLeader() {
-		return n.apply(ctx, c)
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, n.cfg.ApplyTimeout)
+		defer cancel()
 	}
-	return n.forward(ctx, c)
+	// During an election there is briefly no leader (or this node does not
+	// know it yet): wait for one rather than fail the write.
+	backoff := 10 * time.Millisecond
+	for {
+		var err error
+		if n.IsLeader() {
+			err = n.apply(ctx, c)
+		} else {
+			err = n.forward(ctx, c)
+		}
+		if !errors.Is(err, ErrNoLeader) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 250*time.Millisecond)
+	}
 }
 
 func (n *Node) apply(ctx context.Context, c *command) error {
