@@ -15,10 +15,10 @@ import (
 	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
-	"github.com/labstack/echo/v4/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/domicile/domicile/homeindex"
+	"github.com/domicile/domicile/internal/httpserver"
 	"github.com/domicile/domicile/internal/metrics"
 	"github.com/domicile/domicile/internal/problem"
 	"github.com/domicile/domicile/region/store"
@@ -110,18 +110,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.metrics.Register(s.signups, s.logins)
 
-	e := echo.New()
-	e.HideBanner, e.HidePort = true, true
-	e.HTTPErrorHandler = problem.ErrorHandler(s.log)
-	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true, LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
-		s.log.Error("panic", "path", c.Path(), "err", err, "stack", string(stack))
-		return err
-	}}))
-	e.Use(middleware.RequestID())
-	e.Use(s.metrics.Middleware())
-	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
+	e := httpserver.NewEcho(s.log, s.metrics)
 	e.GET("/readyz", s.readyz)
-	e.GET("/metrics", echo.WrapHandler(s.metrics.Handler()))
 	e.POST("/signup", s.signup)
 	e.POST("/login", s.login)
 	s.echo = e

@@ -17,10 +17,10 @@ import (
 	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
-	"github.com/labstack/echo/v4/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/domicile/domicile/homeindex"
+	"github.com/domicile/domicile/internal/httpserver"
 	"github.com/domicile/domicile/internal/metrics"
 	"github.com/domicile/domicile/internal/problem"
 	"github.com/domicile/domicile/residency"
@@ -114,18 +114,8 @@ func New(cfg Config) (*Router, error) {
 		rt.proxies[name] = rt.newProxy(name, u, transport)
 	}
 
-	e := echo.New()
-	e.HideBanner, e.HidePort = true, true
-	e.HTTPErrorHandler = problem.ErrorHandler(rt.log)
-	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true, LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
-		rt.log.Error("panic", "path", c.Path(), "err", err, "stack", string(stack))
-		return err
-	}}))
-	e.Use(middleware.RequestID())
-	e.Use(rt.metrics.Middleware())
-	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
+	e := httpserver.NewEcho(rt.log, rt.metrics)
 	e.GET("/readyz", rt.readyz)
-	e.GET("/metrics", echo.WrapHandler(rt.metrics.Handler()))
 	if cfg.IndexAPI != nil {
 		e.Any("/internal/index/*", echo.WrapHandler(cfg.IndexAPI))
 	}

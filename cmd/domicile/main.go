@@ -208,9 +208,18 @@ func loadYAML(path string, v any) error {
 	return nil
 }
 
-func runRouter(args []string, stderr io.Writer) error {
-	fs := newFlags("router", "Runs a router: the global edge that resolves each request's home region\nand forwards it, with an embedded replica of the home index.\nSee deploy/examples/router.yaml.", stderr)
-	config := fs.String("config", "", "path of the router config file (YAML) (required)")
+// server is a running router or region.
+type server interface {
+	URL() string
+	Shutdown(ctx context.Context) error
+}
+
+// runServer is the shared body of `domicile router` and `domicile region`:
+// flags, strict config file, structured logs, start, and a graceful stop
+// on SIGINT/SIGTERM.
+func runServer[C any](name, synopsis string, args []string, stderr io.Writer, start func(ctx context.Context, cfg *C, log *slog.Logger) (server, error)) error {
+	fs := newFlags(name, synopsis, stderr)
+	config := fs.String("config", "", "path of the "+name+" config file (YAML) (required)")
 	logFormat := fs.String("log-format", "json", "log format: json or text")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	if err := parseFlags(fs, args); err != nil {
@@ -223,55 +232,36 @@ func runRouter(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var cfg launch.RouterConfig
+	var cfg C
 	if err := loadYAML(*config, &cfg); err != nil {
 		return err
 	}
-	cfg.Logger = log
 	ctx, stop := signalContext()
 	defer stop()
-	r, err := launch.StartRouter(cfg)
+	srv, err := start(ctx, &cfg, log)
 	if err != nil {
 		return err
 	}
-	log.Info("router started", "name", r.Name, "url", r.URL(), "raft", r.Index.RaftAddr())
+	log.Info(name+" started", "url", srv.URL())
 	<-ctx.Done()
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
-	return r.Shutdown(sctx)
+	return srv.Shutdown(sctx)
+}
+
+func runRouter(args []string, stderr io.Writer) error {
+	return runServer("router", "Runs a router: the global edge that resolves each request's home region\nand forwards it, with an embedded replica of the home index.\nSee deploy/examples/router.yaml.", args, stderr,
+		func(_ context.Context, cfg *launch.RouterConfig, log *slog.Logger) (server, error) {
+			cfg.Logger = log
+			return launch.StartRouter(*cfg)
+		})
 }
 
 func runRegion(args []string, stderr io.Writer) error {
-	fs := newFlags("region", "Runs a regional node: the users, credentials and sessions of one region,\nin that region's own database. See deploy/examples/region.yaml.", stderr)
-	config := fs.String("config", "", "path of the region config file (YAML) (required)")
-	logFormat := fs.String("log-format", "json", "log format: json or text")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if *config == "" {
-		return usageError{errors.New("--config: required")}
-	}
-	log, err := newLogger(stderr, *logFormat, *logLevel)
-	if err != nil {
-		return err
-	}
-	var cfg launch.RegionConfig
-	if err := loadYAML(*config, &cfg); err != nil {
-		return err
-	}
-	cfg.Logger = log
-	ctx, stop := signalContext()
-	defer stop()
-	r, err := launch.StartRegion(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	log.Info("region started", "name", r.Name, "url", r.URL())
-	<-ctx.Done()
-	log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-	defer cancel()
-	return r.Shutdown(sctx)
+	return runServer("region", "Runs a regional node: the users, credentials and sessions of one region,\nin that region's own database. See deploy/examples/region.yaml.", args, stderr,
+		func(ctx context.Context, cfg *launch.RegionConfig, log *slog.Logger) (server, error) {
+			cfg.Logger = log
+			return launch.StartRegion(ctx, *cfg)
+		})
 }
