@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -18,23 +19,31 @@ import (
 
 const (
 	headerForwarded = "Domicile-Index-Forwarded"
-	maxCommandBytes = 16 << 10
+	maxCommandBytes = 2 << 20 // a policy may be up to 1 MiB, base64 in JSON
 )
 
 // ErrUnauthorized: the internal API token was missing or wrong.
 var ErrUnauthorized = errors.New("home index: unauthorized")
 
 // Handler serves the internal index API that routers expose to regions and
-// to each other (forwarded writes):
+// to each other (forwarded writes and reads, membership):
 //
-//	POST /internal/index/claim     {"keys":[hex...],"region":"eu-west","owner":"..."}
-//	POST /internal/index/release   {"keys":[hex...],"owner":"..."}
-//	GET  /internal/index/lookup/{key}
+//	POST /internal/index/claim     {"keys":[hex...],"region":"eu-west","owner":123}
+//	POST /internal/index/release   {"keys":[hex...],"owner":123}
+//	POST /internal/index/rehome    {"keys":[...],"owner":123,"region":"from","to":"to","fence":42}
+//	POST /internal/index/revoke    {"keys":[sessionKeyHex],"expires":unixMillis}
+//	POST /internal/index/policy    {"version":3,"data":base64}
+//	POST /internal/index/join      {"id":"router-4","raft":"host:port","api":"https://...","voter":true}
+//	POST /internal/index/leave     {"id":"router-4"}
+//	GET  /internal/index/lookup/{key}[?consistent=1]
 //	GET  /internal/index/status
 //
-// Every call needs "Authorization: Bearer <token>".
+// Owners travel as fingerprints (OwnerOf), never as user ids. Every call
+// needs "Authorization: Bearer <token>".
 func (n *Node) Handler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("POST /internal/index/join", n.serveJoin)
+	mux.HandleFunc("POST /internal/index/leave", n.serveLeave)
 	mux.HandleFunc("POST /internal/index/{op}", n.serveWrite)
 	mux.HandleFunc("GET /internal/index/lookup/{key}", n.serveLookup)
 	mux.HandleFunc("GET /internal/index/status", n.serveStatus)
@@ -53,20 +62,48 @@ func (n *Node) auth(next http.Handler) http.Handler {
 	})
 }
 
+// wireCommand is a command on the internal HTTP API.
+type wireCommand struct {
+	Keys    []Key   `json:"keys,omitempty"`
+	Region  string  `json:"region,omitempty"`
+	To      string  `json:"to,omitempty"`
+	Owner   OwnerID `json:"owner,omitempty"`
+	Fence   uint32  `json:"fence,omitempty"`
+	Expires int64   `json:"expires,omitempty"`
+	Version int     `json:"version,omitempty"`
+	Data    []byte  `json:"data,omitempty"`
+}
+
+func toWire(c *command) wireCommand {
+	return wireCommand{Keys: c.Keys, Region: c.Region, To: c.To, Owner: c.Owner, Fence: c.Fence, Expires: c.Expires, Version: c.Version, Data: c.Data}
+}
+
+var writeOps = map[string]opCode{
+	opClaim.String(): opClaim, opRelease.String(): opRelease, opRehome.String(): opRehome,
+	opRevoke.String(): opRevoke, opSetPolicy.String(): opSetPolicy,
+}
+
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxCommandBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: body: %v", ErrInvalid, err)
+	}
+	return nil
+}
+
 func (n *Node) serveWrite(w http.ResponseWriter, r *http.Request) {
-	op := opCode(r.PathValue("op"))
-	if op != opClaim && op != opRelease {
+	op, ok := writeOps[r.PathValue("op")]
+	if !ok {
 		problem.Write(w, problem.New(http.StatusNotFound, "unknown index operation"))
 		return
 	}
-	var c command
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxCommandBytes))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
-		writeError(w, fmt.Errorf("%w: body: %v", ErrInvalid, err))
+	var wc wireCommand
+	if err := decodeBody(w, r, &wc); err != nil {
+		writeError(w, err)
 		return
 	}
-	c.Op = op
+	c := &command{Op: op, Keys: wc.Keys, Region: wc.Region, To: wc.To, Owner: wc.Owner, Fence: wc.Fence, Expires: wc.Expires, Version: wc.Version, Data: wc.Data}
 	if err := c.validate(); err != nil {
 		writeError(w, err)
 		return
@@ -74,15 +111,49 @@ func (n *Node) serveWrite(w http.ResponseWriter, r *http.Request) {
 	var err error
 	switch {
 	case n.IsLeader():
-		err = n.apply(r.Context(), &c)
+		err = n.enqueue(r.Context(), c)
 	case r.Header.Get(headerForwarded) != "":
 		// Forwarded once already and we are not leader (any more): let
 		// the caller retry rather than bounce between followers.
 		err = ErrNoLeader
 	default:
-		err = n.forward(r.Context(), &c)
+		err = n.submit(r.Context(), c)
 	}
 	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (n *Node) serveJoin(w http.ResponseWriter, r *http.Request) {
+	var m memberRequest
+	if err := decodeBody(w, r, &m); err != nil {
+		writeError(w, err)
+		return
+	}
+	if !n.IsLeader() && r.Header.Get(headerForwarded) != "" {
+		writeError(w, ErrNoLeader)
+		return
+	}
+	if err := n.Join(r.Context(), m.ID, m.Raft, m.API, m.Voter); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (n *Node) serveLeave(w http.ResponseWriter, r *http.Request) {
+	var m memberRequest
+	if err := decodeBody(w, r, &m); err != nil {
+		writeError(w, err)
+		return
+	}
+	if !n.IsLeader() && r.Header.Get(headerForwarded) != "" {
+		writeError(w, ErrNoLeader)
+		return
+	}
+	if err := n.Leave(r.Context(), m.ID); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -95,7 +166,20 @@ func (n *Node) serveLookup(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: %v", ErrInvalid, err))
 		return
 	}
-	e, ok := n.Lookup(k)
+	var e Entry
+	var ok bool
+	switch {
+	case r.URL.Query().Get("consistent") == "":
+		e, ok = n.Lookup(k)
+	case !n.IsLeader() && r.Header.Get(headerForwarded) != "":
+		writeError(w, ErrNoLeader)
+		return
+	default:
+		if e, ok, err = n.LookupLinearizable(r.Context(), k); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
 	if !ok {
 		problem.Write(w, problem.New(http.StatusNotFound, "no entry for key"))
 		return
@@ -103,23 +187,68 @@ func (n *Node) serveLookup(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, e)
 }
 
+// Member is one server of the Raft configuration.
+type Member struct {
+	ID       string `json:"id"`
+	Raft     string `json:"raft"`
+	API      string `json:"api,omitempty"`
+	Suffrage string `json:"suffrage"`
+}
+
 // Status is a summary of one replica.
 type Status struct {
-	ID        string            `json:"id"`
-	Leader    string            `json:"leader"`
-	State     string            `json:"state"`
-	Members   []string          `json:"members"`
-	Entries   int               `json:"entries"`
-	LastIndex uint64            `json:"last_index"`
-	Raft      map[string]string `json:"raft,omitempty"`
+	ID             string   `json:"id"`
+	Leader         string   `json:"leader"`
+	State          string   `json:"state"`
+	Members        []Member `json:"members"`
+	Term           uint64   `json:"term"`
+	LastIndex      uint64   `json:"last_index"`
+	CommitIndex    uint64   `json:"commit_index"`
+	AppliedIndex   uint64   `json:"applied_index"`
+	Entries        int      `json:"entries"`
+	TableBytes     int      `json:"table_bytes"`
+	BytesPerEntry  float64  `json:"bytes_per_entry"`
+	PolicyVersion  int      `json:"policy_version"`
+	Revocations    int      `json:"revocations"`
+	SnapshotIndex  uint64   `json:"snapshot_index"`
+	SnapshotAgeSec float64  `json:"snapshot_age_seconds"` // -1: no snapshot yet
+	CaughtUp       bool     `json:"caught_up"`
 }
 
 // Status reports this replica's view of the cluster.
 func (n *Node) Status() Status {
-	s := Status{ID: n.cfg.ID, Leader: n.Leader(), State: n.raft.State().String(), Entries: n.Len(), LastIndex: n.raft.LastIndex()}
+	t := n.fsm.tbl.Load()
+	s := Status{
+		ID: n.cfg.ID, Leader: n.Leader(), State: n.raft.State().String(),
+		LastIndex: n.raft.LastIndex(), CommitIndex: n.raft.CommitIndex(), AppliedIndex: n.raft.AppliedIndex(),
+		Entries: t.Len(), TableBytes: t.MemoryBytes(), PolicyVersion: n.fsm.policyNow().Version,
+		SnapshotAgeSec: -1, CaughtUp: n.CaughtUp(),
+	}
+	s.Term, _ = strconv.ParseUint(n.raft.Stats()["term"], 10, 64)
+	if s.Entries > 0 {
+		s.BytesPerEntry = float64(s.TableBytes) / float64(s.Entries)
+	}
+	n.fsm.mu.RLock()
+	s.Revocations = len(n.fsm.revoked)
+	n.fsm.mu.RUnlock()
 	if f := n.raft.GetConfiguration(); f.Error() == nil {
 		for _, srv := range f.Configuration().Servers {
-			s.Members = append(s.Members, string(srv.ID))
+			m := Member{ID: string(srv.ID), Raft: string(srv.Address), Suffrage: srv.Suffrage.String()}
+			if api, ok := n.fsm.memberAPI(m.ID); ok {
+				m.API = api
+			} else if p, ok := n.peers[srv.ID]; ok {
+				m.API = p.APIAddr
+			}
+			s.Members = append(s.Members, m)
+		}
+	}
+	if metas, err := n.snaps.List(); err == nil && len(metas) > 0 {
+		s.SnapshotIndex = metas[0].Index
+		// Snapshot ids are "term-index-unixmillis".
+		if parts := strings.Split(metas[0].ID, "-"); len(parts) == 3 {
+			if ms, err := strconv.ParseInt(parts[2], 10, 64); err == nil {
+				s.SnapshotAgeSec = time.Since(time.UnixMilli(ms)).Seconds()
+			}
 		}
 	}
 	return s
@@ -141,8 +270,10 @@ func writeError(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, ErrConflict):
 		p = problem.New(http.StatusConflict, ErrConflict.Error())
-	case errors.Is(err, ErrInvalid):
+	case errors.Is(err, ErrInvalid), errors.Is(err, ErrUnknownRegion):
 		p = problem.New(http.StatusBadRequest, err.Error())
+	case errors.Is(err, ErrFenced), errors.Is(err, ErrStalePolicy):
+		p = problem.New(http.StatusPreconditionFailed, err.Error())
 	case errors.Is(err, ErrNoLeader):
 		p = problem.New(http.StatusServiceUnavailable, ErrNoLeader.Error())
 		p.RetryAfter = 1
@@ -164,7 +295,15 @@ func errorFromResponse(resp *http.Response) error {
 	case http.StatusConflict:
 		return ErrConflict
 	case http.StatusBadRequest:
+		if strings.Contains(p.Detail, ErrUnknownRegion.Error()) {
+			return fmt.Errorf("%w: %s", ErrUnknownRegion, p.Detail)
+		}
 		return fmt.Errorf("%w: %s", ErrInvalid, p.Detail)
+	case http.StatusPreconditionFailed:
+		if strings.Contains(p.Detail, ErrStalePolicy.Error()) {
+			return fmt.Errorf("%w: %s", ErrStalePolicy, p.Detail)
+		}
+		return ErrFenced
 	case http.StatusServiceUnavailable:
 		return ErrNoLeader
 	case http.StatusUnauthorized:
@@ -208,12 +347,36 @@ func NewClient(endpoints []string, token string, hc *http.Client) (*Client, erro
 
 // Claim: see Node.Claim.
 func (c *Client) Claim(ctx context.Context, keys []Key, region, owner string) error {
-	return c.write(ctx, &command{Op: opClaim, Keys: keys, Region: region, Owner: owner})
+	return c.write(ctx, &command{Op: opClaim, Keys: keys, Region: region, Owner: OwnerOf(owner)})
 }
 
 // Release: see Node.Release.
 func (c *Client) Release(ctx context.Context, keys []Key, owner string) error {
-	return c.write(ctx, &command{Op: opRelease, Keys: keys, Owner: owner})
+	return c.write(ctx, &command{Op: opRelease, Keys: keys, Owner: OwnerOf(owner)})
+}
+
+// Rehome: see Node.Rehome.
+func (c *Client) Rehome(ctx context.Context, keys []Key, owner, from, to string, fence uint32) error {
+	return c.write(ctx, &command{Op: opRehome, Keys: keys, Owner: OwnerOf(owner), Region: from, To: to, Fence: fence})
+}
+
+// Revoke: see Node.Revoke.
+func (c *Client) Revoke(ctx context.Context, sessionID string, expires time.Time) error {
+	return c.write(ctx, &command{Op: opRevoke, Keys: []Key{sessionKey(sessionID)}, Expires: expires.UnixMilli()})
+}
+
+// SetPolicy: see Node.SetPolicy.
+func (c *Client) SetPolicy(ctx context.Context, version int, policyYAML []byte) error {
+	return c.write(ctx, &command{Op: opSetPolicy, Version: version, Data: policyYAML})
+}
+
+// Status returns the status of the first router that answers.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var s Status
+	err := c.do(ctx, func(base string) (*http.Request, error) {
+		return http.NewRequestWithContext(ctx, http.MethodGet, base+"/internal/index/status", nil)
+	}, &s)
+	return s, err
 }
 
 // Lookup asks a router's replica for the entry of k.
@@ -232,9 +395,9 @@ func (c *Client) write(ctx context.Context, cmd *command) error {
 	if err := cmd.validate(); err != nil {
 		return err
 	}
-	body, _ := json.Marshal(cmd)
+	body, _ := json.Marshal(toWire(cmd))
 	return c.do(ctx, func(base string) (*http.Request, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/internal/index/"+string(cmd.Op), bytes.NewReader(body))
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/internal/index/"+cmd.Op.String(), bytes.NewReader(body))
 		if err == nil {
 			req.Header.Set("Content-Type", "application/json")
 		}

@@ -14,13 +14,16 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	wal "github.com/hashicorp/raft-wal"
-	"github.com/hashicorp/raft-wal/metadb"
+	"github.com/prometheus/client_golang/prometheus"
+
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
 )
 
 // Peer is one member of the index cluster.
@@ -40,13 +43,26 @@ type Config struct {
 	Peers    []Peer
 	// Bootstrap forms the cluster from Peers when the node has no state yet.
 	Bootstrap bool
+	// Join lists API base URLs of existing members; a node with no state
+	// that is not bootstrapping asks them to add it (as a voter, or as a
+	// non-voter if NonVoter is set). APIAddr is this node's own API URL.
+	Join     []string
+	NonVoter bool
+	APIAddr  string
 	// Token authenticates internal API calls (forwarded writes).
 	Token string
+	// OnPolicy is called (on the FSM goroutine) when a new residency
+	// policy version is applied or restored.
+	OnPolicy func(version int, data []byte)
 	// Timeouts; zero means a value suited to a LAN/loopback cluster.
 	HeartbeatTimeout time.Duration
 	ElectionTimeout  time.Duration
 	ApplyTimeout     time.Duration
-	Logger           *slog.Logger
+	// Log compaction: snapshot after SnapshotThreshold new entries, keeping
+	// TrailingLogs entries for followers that lag (defaults 8192 / 10240).
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
+	Logger            *slog.Logger
 }
 
 func (c *Config) validate() error {
@@ -62,8 +78,11 @@ func (c *Config) validate() error {
 	if c.Token == "" {
 		return errors.New("homeindex: token: required")
 	}
+	if len(c.Peers) == 0 && len(c.Join) == 0 {
+		return errors.New("homeindex: peers: list the cluster's members, or join: an existing member")
+	}
 	seen := map[string]bool{}
-	self := false
+	self := len(c.Peers) == 0
 	for i, p := range c.Peers {
 		if p.ID == "" || p.RaftAddr == "" || p.APIAddr == "" {
 			return fmt.Errorf("homeindex: peers[%d]: id, raft_addr and api_addr are required", i)
@@ -86,8 +105,7 @@ type Node struct {
 	fsm    *fsm
 	raft   *raft.Raft
 	trans  *raft.NetworkTransport
-	wal    *wal.WAL
-	meta   *metadb.BoltMetaDB
+	logs   *raftboltdb.BoltStore
 	peers  map[raft.ServerID]Peer
 	client *http.Client
 	log    *slog.Logger
@@ -98,6 +116,16 @@ type Node struct {
 	startIndex uint64
 	opened     time.Time
 	caughtUp   atomic.Bool
+
+	queue       chan *pending
+	closed      chan struct{}
+	closeOnce   sync.Once
+	batcherDone chan struct{}
+	joinDone    chan struct{}
+	snaps       *raft.FileSnapshotStore
+
+	batchSizes   prometheus.Histogram
+	applyLatency prometheus.Histogram
 }
 
 // Open starts a replica. It joins the cluster described by cfg.Peers.
@@ -118,8 +146,8 @@ func Open(cfg Config) (*Node, error) {
 		cfg.ApplyTimeout = 5 * time.Second
 	}
 	log := cfg.Logger.With("component", "homeindex")
-	walDir := filepath.Join(cfg.Dir, "wal")
-	if err := os.MkdirAll(walDir, 0o700); err != nil {
+	logDir := filepath.Join(cfg.Dir, "log")
+	if err := os.MkdirAll(logDir, 0o700); err != nil {
 		return nil, fmt.Errorf("homeindex: dir: %w", err)
 	}
 	hlog := hclog.New(&hclog.LoggerOptions{
@@ -128,26 +156,25 @@ func Open(cfg Config) (*Node, error) {
 		Output:      slogWriter{log},
 		DisableTime: true,
 	})
-	// raft-wal's Close leaves its metadata DB (and its file lock) open, so
-	// the node owns it and closes it; otherwise a reopen in the same
-	// process would block on the lock.
-	meta := &metadb.BoltMetaDB{}
-	w, err := wal.Open(walDir, wal.WithLogger(hlog), wal.WithMetaStore(meta))
+	// raft-boltdb with fsync on every append. (raft-wal v0.4.0 was tried
+	// first: after Raft truncated a log suffix it panicked on restart with
+	// "sealed segment has no index block", hashicorp/raft-wal#31.)
+	w, err := raftboltdb.New(raftboltdb.Options{
+		Path:        filepath.Join(logDir, "raft.db"),
+		BoltOptions: &bbolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true},
+	})
 	if err != nil {
-		meta.Close()
-		return nil, fmt.Errorf("homeindex: open wal: %w", err)
+		return nil, fmt.Errorf("homeindex: open log store: %w", err)
 	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, hlog)
 	if err != nil {
 		w.Close()
-		meta.Close()
 		return nil, fmt.Errorf("homeindex: snapshots: %w", err)
 	}
 	ln := cfg.Listener
 	if ln == nil {
 		if ln, err = net.Listen("tcp", cfg.Bind); err != nil {
 			w.Close()
-			meta.Close()
 			return nil, fmt.Errorf("homeindex: bind: %w", err)
 		}
 	}
@@ -165,20 +192,32 @@ func Open(cfg Config) (*Node, error) {
 	rc.ElectionTimeout = cfg.ElectionTimeout
 	rc.LeaderLeaseTimeout = cfg.HeartbeatTimeout / 2
 	rc.SnapshotThreshold = 8192
+	if cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = cfg.SnapshotThreshold
+	}
+	if cfg.TrailingLogs > 0 {
+		rc.TrailingLogs = cfg.TrailingLogs
+	}
 
 	startIndex, err := w.LastIndex()
 	if err != nil {
 		trans.Close()
 		w.Close()
-		meta.Close()
-		return nil, fmt.Errorf("homeindex: read wal: %w", err)
+		return nil, fmt.Errorf("homeindex: read log store: %w", err)
 	}
 	f := newFSM()
-	r, err := raft.NewRaft(rc, f, w, w, snaps, trans)
+	f.onPolicy = cfg.OnPolicy
+	// Reads of recent entries (replication to followers) come from memory.
+	cache, err := raft.NewLogCache(1024, w)
 	if err != nil {
 		trans.Close()
 		w.Close()
-		meta.Close()
+		return nil, err
+	}
+	r, err := raft.NewRaft(rc, f, cache, w, snaps, trans)
+	if err != nil {
+		trans.Close()
+		w.Close()
 		return nil, fmt.Errorf("homeindex: start raft: %w", err)
 	}
 	n := &Node{
@@ -186,26 +225,47 @@ func Open(cfg Config) (*Node, error) {
 		fsm:    f,
 		raft:   r,
 		trans:  trans,
-		wal:    w,
-		meta:   meta,
+		logs:   w,
 		peers:  make(map[raft.ServerID]Peer),
 		client: &http.Client{Timeout: cfg.ApplyTimeout + time.Second},
 		log:    log,
 
 		startIndex: startIndex,
 		opened:     time.Now(),
+
+		queue:       make(chan *pending, 4*MaxBatch),
+		closed:      make(chan struct{}),
+		batcherDone: make(chan struct{}),
+		joinDone:    make(chan struct{}),
+		snaps:       snaps,
+		batchSizes: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "domicile_index_batch_commands",
+			Help:    "Commands per Raft log entry proposed by this node as leader.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
+		}),
+		applyLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "domicile_index_apply_seconds",
+			Help:    "Time from proposing a batch to its commit and apply (Raft apply latency).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
 	}
 	var servers []raft.Server
 	for _, p := range cfg.Peers {
 		n.peers[raft.ServerID(p.ID)] = p
 		servers = append(servers, raft.Server{ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.RaftAddr)})
 	}
+	has, err := raft.HasExistingState(w, w, snaps)
+	if err != nil {
+		n.Close()
+		return nil, fmt.Errorf("homeindex: %w", err)
+	}
+	go n.batcher()
+	if !has && !cfg.Bootstrap && len(cfg.Join) > 0 {
+		go n.joinCluster()
+	} else {
+		close(n.joinDone)
+	}
 	if cfg.Bootstrap {
-		has, err := raft.HasExistingState(w, w, snaps)
-		if err != nil {
-			n.Close()
-			return nil, fmt.Errorf("homeindex: %w", err)
-		}
 		if !has {
 			if err := r.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 				n.Close()
@@ -262,84 +322,256 @@ func (n *Node) CaughtUp() bool {
 	return ok
 }
 
+// Collectors are the node's Prometheus metrics (batch sizes, apply
+// latency, index size) for the server that embeds it to register.
+func (n *Node) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{n.batchSizes, n.applyLatency,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "domicile_index_entries", Help: "Identifier entries in the local replica."},
+			func() float64 { return float64(n.Len()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "domicile_index_leader", Help: "1 if this node is the Raft leader."},
+			func() float64 {
+				if n.IsLeader() {
+					return 1
+				}
+				return 0
+			}),
+	}
+}
+
 // Stats returns Raft's counters (state, term, last index, ...).
 func (n *Node) Stats() map[string]string { return n.raft.Stats() }
 
 // Claim makes owner the holder of every key, homed in region. It is all or
-// nothing and fails with ErrConflict if any key is held by another owner.
-// Claiming keys one already holds succeeds, so a retry after an unknown
-// outcome is safe.
+// nothing and fails with ErrConflict if any key is held by another owner,
+// ErrUnknownRegion if no applied policy names the region. Claiming keys
+// one already holds succeeds, so a retry after an unknown outcome is safe.
 func (n *Node) Claim(ctx context.Context, keys []Key, region, owner string) error {
-	return n.write(ctx, &command{Op: opClaim, Keys: keys, Region: region, Owner: owner})
+	return n.submit(ctx, &command{Op: opClaim, Keys: keys, Region: region, Owner: OwnerOf(owner)})
 }
 
 // Release drops the keys that owner holds; keys held by others are left alone.
 func (n *Node) Release(ctx context.Context, keys []Key, owner string) error {
-	return n.write(ctx, &command{Op: opRelease, Keys: keys, Owner: owner})
+	return n.submit(ctx, &command{Op: opRelease, Keys: keys, Owner: OwnerOf(owner)})
 }
 
-func (n *Node) write(ctx context.Context, c *command) error {
-	if err := c.validate(); err != nil {
+// Rehome moves owner's keys from one region to another. It is refused with
+// ErrFenced if any key is not in region from or changed after fence (the
+// Version the caller read), so two re-homings cannot both win.
+func (n *Node) Rehome(ctx context.Context, keys []Key, owner, from, to string, fence uint32) error {
+	return n.submit(ctx, &command{Op: opRehome, Keys: keys, Owner: OwnerOf(owner), Region: from, To: to, Fence: fence})
+}
+
+// Revoke marks a session as revoked until it expires (global logout). Only
+// a hash of the session id is stored.
+func (n *Node) Revoke(ctx context.Context, sessionID string, expires time.Time) error {
+	return n.submit(ctx, &command{Op: opRevoke, Keys: []Key{sessionKey(sessionID)}, Expires: expires.UnixMilli()})
+}
+
+// IsRevoked reports whether the local replica has a live revocation of the
+// session.
+func (n *Node) IsRevoked(sessionID string) bool {
+	exp, ok := n.fsm.revokedUntil(sessionKey(sessionID))
+	return ok && exp > time.Now().UnixMilli()
+}
+
+// SetPolicy replicates a residency policy: every replica applies the same
+// version at the same log index. The YAML is validated by every replica
+// (residency.Parse); a version not newer than the one in force is refused.
+func (n *Node) SetPolicy(ctx context.Context, version int, policyYAML []byte) error {
+	return n.submit(ctx, &command{Op: opSetPolicy, Version: version, Data: policyYAML})
+}
+
+// Policy returns the policy version in force on this replica and its YAML.
+func (n *Node) Policy() (int, []byte) {
+	p := n.fsm.policyNow()
+	return p.Version, p.Data
+}
+
+// LookupLinearizable reads k as of now: the leader confirms its leadership
+// and waits until everything committed before the read is applied (a Raft
+// barrier). On a follower the read is forwarded to the leader.
+func (n *Node) LookupLinearizable(ctx context.Context, k Key) (Entry, bool, error) {
+	var e Entry
+	var found bool
+	err := n.retry(ctx, func() error {
+		if n.IsLeader() {
+			if err := n.raft.Barrier(n.timeout(ctx)).Error(); err != nil {
+				return fmt.Errorf("%w: %v", ErrNoLeader, err)
+			}
+			e, found = n.fsm.lookup(k)
+			return nil
+		}
+		var err error
+		e, found, err = n.forwardLookup(ctx, k)
 		return err
-	}
+	})
+	return e, found, err
+}
+
+// retry runs op until it returns something other than ErrNoLeader or ctx
+// ends: during an election there is briefly no leader, or this node does
+// not know it yet.
+func (n *Node) retry(ctx context.Context, op func() error) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, n.cfg.ApplyTimeout)
 		defer cancel()
 	}
-	// During an election there is briefly no leader (or this node does not
-	// know it yet): wait for one rather than fail the write.
-	backoff := 10 * time.Millisecond
+	backoff := 5 * time.Millisecond
 	for {
-		var err error
-		if n.IsLeader() {
-			err = n.apply(ctx, c)
-		} else {
-			err = n.forward(ctx, c)
-		}
+		err := op()
 		if !errors.Is(err, ErrNoLeader) {
 			return err
 		}
 		select {
 		case <-ctx.Done():
 			return err
+		case <-n.closed:
+			return err
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 250*time.Millisecond)
+		backoff = min(2*backoff, 200*time.Millisecond)
 	}
 }
 
-func (n *Node) apply(ctx context.Context, c *command) error {
-	data, err := json.Marshal(c)
+func (n *Node) timeout(ctx context.Context) time.Duration {
+	t := n.cfg.ApplyTimeout
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < t {
+		t = max(time.Until(dl), time.Millisecond)
+	}
+	return t
+}
+
+// submit validates c and gets it committed: through the batcher on the
+// leader, forwarded to the leader elsewhere.
+func (n *Node) submit(ctx context.Context, c *command) error {
+	if err := c.validate(); err != nil {
+		return err
+	}
+	return n.retry(ctx, func() error {
+		if n.IsLeader() {
+			return n.enqueue(ctx, c)
+		}
+		return n.forward(ctx, c)
+	})
+}
+
+type pending struct {
+	cmd  *command
+	done chan error
+}
+
+// enqueue hands c to the leader's batcher and waits for its own result.
+func (n *Node) enqueue(ctx context.Context, c *command) error {
+	p := &pending{cmd: c, done: make(chan error, 1)}
+	select {
+	case n.queue <- p:
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %v", ErrNoLeader, ctx.Err())
+	case <-n.closed:
+		return ErrNoLeader
+	}
+	select {
+	case err := <-p.done:
+		return err
+	case <-ctx.Done():
+		// The command may still commit: the outcome is unknown to the caller.
+		return fmt.Errorf("%w: outcome unknown: %v", ErrNoLeader, ctx.Err())
+	}
+}
+
+// maxInflight bounds the batches proposed to Raft and not yet committed;
+// Raft itself writes the entries of several proposals with one fsync.
+const maxInflight = 8
+
+// batcher is the leader's group commit: it packs every command waiting in
+// the queue (up to MaxBatch) into one log entry, and keeps several entries
+// in flight so the next batch forms while the last one is being fsynced.
+func (n *Node) batcher() {
+	defer close(n.batcherDone)
+	sem := make(chan struct{}, maxInflight)
+	for {
+		var first *pending
+		select {
+		case first = <-n.queue:
+		case <-n.closed:
+			return
+		}
+		batch := []*pending{first}
+	drain:
+		for len(batch) < MaxBatch {
+			select {
+			case p := <-n.queue:
+				batch = append(batch, p)
+			default:
+				break drain
+			}
+		}
+		cmds := make([]*command, len(batch))
+		for i, p := range batch {
+			cmds[i] = p.cmd
+		}
+		sem <- struct{}{}
+		start := time.Now()
+		fut := n.raft.Apply(encodeBatch(cmds), n.cfg.ApplyTimeout)
+		go func() {
+			defer func() { <-sem }()
+			err := fut.Error()
+			n.batchSizes.Observe(float64(len(batch)))
+			n.applyLatency.Observe(time.Since(start).Seconds())
+			if err != nil {
+				if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
+					errors.Is(err, raft.ErrEnqueueTimeout) || errors.Is(err, raft.ErrRaftShutdown) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+					err = fmt.Errorf("%w: %v", ErrNoLeader, err)
+				} else {
+					err = fmt.Errorf("homeindex: apply: %w", err)
+				}
+				for _, p := range batch {
+					p.done <- err
+				}
+				return
+			}
+			results, _ := fut.Response().([]error)
+			if len(results) != len(batch) {
+				rerr, _ := fut.Response().(error)
+				if rerr == nil {
+					rerr = errors.New("homeindex: apply: unexpected response")
+				}
+				for _, p := range batch {
+					p.done <- rerr
+				}
+				return
+			}
+			for i, p := range batch {
+				p.done <- results[i]
+			}
+		}()
+	}
+}
+
+// leaderAPI returns the API base URL of the current leader.
+func (n *Node) leaderAPI() (string, string, error) {
+	_, id := n.raft.LeaderWithID()
+	if id == "" {
+		return "", "", ErrNoLeader
+	}
+	if api, ok := n.fsm.memberAPI(string(id)); ok && api != "" {
+		return string(id), api, nil
+	}
+	if p, ok := n.peers[id]; ok {
+		return string(id), p.APIAddr, nil
+	}
+	return string(id), "", fmt.Errorf("%w: no API address known for leader %s", ErrNoLeader, id)
+}
+
+// forward sends a write to the leader's internal API.
+func (n *Node) forward(ctx context.Context, c *command) error {
+	id, api, err := n.leaderAPI()
 	if err != nil {
 		return err
 	}
-	timeout := n.cfg.ApplyTimeout
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
-		timeout = time.Until(dl)
-	}
-	fut := n.raft.Apply(data, timeout)
-	if err := fut.Error(); err != nil {
-		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrEnqueueTimeout) {
-			return fmt.Errorf("%w: %v", ErrNoLeader, err)
-		}
-		return fmt.Errorf("homeindex: apply: %w", err)
-	}
-	if resp, ok := fut.Response().(error); ok && resp != nil {
-		return resp
-	}
-	return nil
-}
-
-// forward sends the write to the leader's internal API.
-func (n *Node) forward(ctx context.Context, c *command) error {
-	_, id := n.raft.LeaderWithID()
-	p, ok := n.peers[id]
-	if id == "" || !ok {
-		return ErrNoLeader
-	}
-	body, _ := json.Marshal(c)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(p.APIAddr, "/")+"/internal/index/"+string(c.Op), bytes.NewReader(body))
+	body, _ := json.Marshal(toWire(c))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(api, "/")+"/internal/index/"+c.Op.String(), bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
@@ -354,16 +586,155 @@ func (n *Node) forward(ctx context.Context, c *command) error {
 	return errorFromResponse(resp)
 }
 
+func (n *Node) forwardLookup(ctx context.Context, k Key) (Entry, bool, error) {
+	id, api, err := n.leaderAPI()
+	if err != nil {
+		return Entry{}, false, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(api, "/")+"/internal/index/lookup/"+k.String()+"?consistent=1", nil)
+	if err != nil {
+		return Entry{}, false, err
+	}
+	req.Header.Set("Authorization", "Bearer "+n.cfg.Token)
+	req.Header.Set(headerForwarded, n.cfg.ID)
+	resp, err := n.client.Do(req)
+	if err != nil {
+		return Entry{}, false, fmt.Errorf("%w: forward to %s: %v", ErrNoLeader, id, err)
+	}
+	defer resp.Body.Close()
+	if err := errorFromResponse(resp); err != nil {
+		if errors.Is(err, errNotFound) {
+			return Entry{}, false, nil
+		}
+		return Entry{}, false, err
+	}
+	var e Entry
+	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+		return Entry{}, false, fmt.Errorf("homeindex: lookup reply: %w", err)
+	}
+	return e, true, nil
+}
+
+// Join adds a member (on the leader; forwarded otherwise): its API
+// address is replicated first so every node can forward to it once it
+// leads, then it is added as a voter or non-voter.
+func (n *Node) Join(ctx context.Context, id, raftAddr, apiAddr string, voter bool) error {
+	if id == "" || raftAddr == "" || apiAddr == "" {
+		return fmt.Errorf("%w: join: id, raft and api addresses are required", ErrInvalid)
+	}
+	return n.retry(ctx, func() error {
+		if !n.IsLeader() {
+			return n.forwardMember(ctx, "join", memberRequest{ID: id, Raft: raftAddr, API: apiAddr, Voter: voter})
+		}
+		if err := n.enqueue(ctx, &command{Op: opSetMember, ID: id, API: apiAddr}); err != nil {
+			return err
+		}
+		var f raft.IndexFuture
+		if voter {
+			f = n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, n.timeout(ctx))
+		} else {
+			f = n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, n.timeout(ctx))
+		}
+		return raftErr(f.Error())
+	})
+}
+
+// Leave removes a member from the cluster.
+func (n *Node) Leave(ctx context.Context, id string) error {
+	return n.retry(ctx, func() error {
+		if !n.IsLeader() {
+			return n.forwardMember(ctx, "leave", memberRequest{ID: id})
+		}
+		if err := raftErr(n.raft.RemoveServer(raft.ServerID(id), 0, n.timeout(ctx)).Error()); err != nil {
+			return err
+		}
+		return n.enqueue(ctx, &command{Op: opRemoveMember, ID: id})
+	})
+}
+
+func raftErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrEnqueueTimeout) {
+		return fmt.Errorf("%w: %v", ErrNoLeader, err)
+	}
+	return err
+}
+
+type memberRequest struct {
+	ID    string `json:"id"`
+	Raft  string `json:"raft,omitempty"`
+	API   string `json:"api,omitempty"`
+	Voter bool   `json:"voter,omitempty"`
+}
+
+func (n *Node) forwardMember(ctx context.Context, what string, m memberRequest) error {
+	id, api, err := n.leaderAPI()
+	if err != nil {
+		return err
+	}
+	return postJSON(ctx, n.client, api, what, n.cfg.Token, n.cfg.ID, m, id)
+}
+
+func postJSON(ctx context.Context, hc *http.Client, base, what, token, from string, v any, to string) error {
+	body, _ := json.Marshal(v)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(base, "/")+"/internal/index/"+what, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	if from != "" {
+		req.Header.Set(headerForwarded, from)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w: %s via %s: %v", ErrNoLeader, what, to, err)
+	}
+	defer resp.Body.Close()
+	return errorFromResponse(resp)
+}
+
+// joinCluster asks the members in cfg.Join to add this node, until one
+// accepts or the node closes.
+func (n *Node) joinCluster() {
+	defer close(n.joinDone)
+	backoff := 100 * time.Millisecond
+	for {
+		for _, base := range n.cfg.Join {
+			ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
+			err := postJSON(ctx, n.client, base, "join", n.cfg.Token, "", memberRequest{ID: n.cfg.ID, Raft: n.RaftAddr(), API: n.cfg.APIAddr, Voter: !n.cfg.NonVoter}, base)
+			cancel()
+			if err == nil {
+				n.log.Info("joined the home index cluster", "via", base)
+				return
+			}
+			n.log.Warn("join failed; retrying", "via", base, "err", err)
+		}
+		select {
+		case <-n.closed:
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
 // Close stops Raft and closes the log store and transport.
 func (n *Node) Close() error {
+	var first bool
+	n.closeOnce.Do(func() { first = true; close(n.closed) })
+	if !first {
+		return nil
+	}
+	<-n.batcherDone
+	<-n.joinDone
 	err := n.raft.Shutdown().Error()
 	if cerr := n.trans.Close(); err == nil {
 		err = cerr
 	}
-	if cerr := n.wal.Close(); err == nil {
-		err = cerr
-	}
-	if cerr := n.meta.Close(); err == nil {
+	if cerr := n.logs.Close(); err == nil {
 		err = cerr
 	}
 	return err

@@ -51,6 +51,8 @@ type Config struct {
 	// identifier (default 16 KiB).
 	MaxBodyBytes int64
 	Logger       *slog.Logger
+	// Collectors are extra metrics to serve (e.g. the index replica's).
+	Collectors []prometheus.Collector
 }
 
 // Router is the edge HTTP server.
@@ -92,6 +94,7 @@ func New(cfg Config) (*Router, error) {
 		}, []string{"source", "region"}),
 	}
 	rt.metrics.Register(rt.resolution)
+	rt.metrics.Register(cfg.Collectors...)
 	transport := &http.Transport{
 		Proxy:                 nil,
 		DialContext:           (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,

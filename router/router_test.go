@@ -120,7 +120,7 @@ func (f *fixture) do(method, path, body, remote, xff string) *httptest.ResponseR
 func TestResolutionSources(t *testing.T) {
 	f := newFixture(t)
 	known, _ := homeindex.NormalizeEmail("Known@Example.com")
-	f.idx.m[f.hasher.EmailKey(known)] = homeindex.Entry{Region: "ap-southeast", Owner: "ap-southeast.x"}
+	f.idx.m[f.hasher.EmailKey(known)] = homeindex.Entry{Region: "ap-southeast", Owner: homeindex.OwnerOf("ap-southeast.x")}
 	tests := []struct {
 		name, email, remote, xff, want string
 	}{

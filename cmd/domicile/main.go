@@ -35,6 +35,7 @@ Commands:
   dev       run the local topology: 3 routers + regions eu-west, us-east, ap-southeast
   router    run a router (global edge + home-index replica) from a config file
   region    run a regional node from a config file
+  index     inspect the home index (status)
   version   print the version
 
 Run 'domicile <command> --help' for the flags of a command.
@@ -58,6 +59,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runRouter(rest, stderr)
 	case "region":
 		err = runRegion(rest, stderr)
+	case "index":
+		err = runIndex(rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "domicile", versionString())
 		return 0

@@ -39,7 +39,8 @@ type Config struct {
 	// RegionBasePort, if set and RegionPorts is not, gives the regions
 	// consecutive ports in sorted name order.
 	RegionBasePort int
-	Policy         *residency.Policy
+	// PolicyYAML is the residency policy (default: the embedded dev policy).
+	PolicyYAML []byte
 	// TrustedProxies whose X-Forwarded-For the routers believe (default:
 	// loopback, so a local client can act as a CDN in front of them).
 	TrustedProxies []string
@@ -82,10 +83,12 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 	if cfg.TrustedProxies == nil {
 		cfg.TrustedProxies = []string{"127.0.0.0/8", "::1/128"}
 	}
-	if cfg.Policy == nil {
-		if cfg.Policy, err = residency.Parse(devdeploy.Policy); err != nil {
-			return nil, fmt.Errorf("dev: embedded policy: %w", err)
-		}
+	if cfg.PolicyYAML == nil {
+		cfg.PolicyYAML = devdeploy.Policy
+	}
+	pol, err := residency.Parse(cfg.PolicyYAML)
+	if err != nil {
+		return nil, fmt.Errorf("dev: policy: %w", err)
 	}
 	if cfg.Database == nil {
 		cfg.Database = func(r string) store.Config {
@@ -104,7 +107,7 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 		return nil, fmt.Errorf("dev: build geo-IP database: %w", err)
 	}
 
-	c = &Cluster{Regions: map[string]*launch.Region{}, RegionNames: cfg.Policy.Regions(), Policy: cfg.Policy, Secrets: sec, GeoIPFile: geoFile}
+	c = &Cluster{Regions: map[string]*launch.Region{}, RegionNames: pol.Regions(), Policy: pol, Secrets: sec, GeoIPFile: geoFile}
 	var lns []net.Listener
 	defer func() {
 		if err != nil {
@@ -182,7 +185,7 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 				Bootstrap: true,
 				Peers:     peers,
 			},
-			PolicyValue:  cfg.Policy,
+			PolicyYAML:   cfg.PolicyYAML,
 			SecretsValue: sec,
 			HTTPListener: httpLns[i],
 			RaftListener: raftLns[i],
@@ -197,7 +200,7 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 	deadline := time.Now().Add(15 * time.Second)
 	for !c.ready() {
 		if time.Now().After(deadline) {
-			return c, errors.New("dev: the home index was not ready (leader elected, replicas caught up) within 15s")
+			return c, errors.New("dev: the home index was not ready (leader elected, replicas caught up, policy applied) within 15s")
 		}
 		select {
 		case <-ctx.Done():
@@ -210,7 +213,7 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 
 func (c *Cluster) ready() bool {
 	for _, r := range c.Routers {
-		if !r.Index.Ready() {
+		if v, _ := r.Index.Policy(); !r.Index.Ready() || v < c.Policy.Version() {
 			return false
 		}
 	}

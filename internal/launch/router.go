@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/domicile/domicile/homeindex"
 	"github.com/domicile/domicile/internal/httpserver"
@@ -42,11 +44,11 @@ type RouterConfig struct {
 	Index          IndexConfig       `yaml:"index"`
 
 	// Set programmatically (dev, tests) instead of from the file.
-	PolicyValue  *residency.Policy `yaml:"-"`
-	SecretsValue *Secrets          `yaml:"-"`
-	HTTPListener net.Listener      `yaml:"-"`
-	RaftListener net.Listener      `yaml:"-"`
-	Logger       *slog.Logger      `yaml:"-"`
+	PolicyYAML   []byte       `yaml:"-"` // used instead of reading Policy
+	SecretsValue *Secrets     `yaml:"-"`
+	HTTPListener net.Listener `yaml:"-"`
+	RaftListener net.Listener `yaml:"-"`
+	Logger       *slog.Logger `yaml:"-"`
 }
 
 // Router is a running router and its index replica.
@@ -56,6 +58,8 @@ type Router struct {
 	Router *router.Router
 	HTTP   *httpserver.Server
 	geo    *residency.GeoIP
+	stop   chan struct{}
+	done   chan struct{}
 }
 
 // URL is the router's base URL.
@@ -70,14 +74,18 @@ func StartRouter(cfg RouterConfig) (_ *Router, err error) {
 	if cfg.Name == "" {
 		return nil, errors.New("router config: name: required")
 	}
-	pol := cfg.PolicyValue
-	if pol == nil {
+	raw := cfg.PolicyYAML
+	if raw == nil {
 		if cfg.Policy == "" {
 			return nil, errors.New("router config: policy: required")
 		}
-		if pol, err = residency.Load(cfg.Policy); err != nil {
+		if raw, err = os.ReadFile(cfg.Policy); err != nil {
 			return nil, fmt.Errorf("router config: policy: %w", err)
 		}
+	}
+	pol, err := residency.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("router config: policy: %w", err)
 	}
 	sec := cfg.SecretsValue
 	if sec == nil {
@@ -158,23 +166,56 @@ func StartRouter(cfg RouterConfig) (_ *Router, err error) {
 		Hasher:         hasher,
 		TrustedProxies: trusted,
 		Logger:         log,
+		Collectors:     node.Collectors(),
 	})
 	if err != nil {
 		node.Close()
 		httpLn.Close()
 		return nil, err
 	}
-	return &Router{
+	r := &Router{
 		Name:   cfg.Name,
 		Index:  node,
 		Router: rt,
 		HTTP:   httpserver.Start(httpLn, rt.Handler(), log),
 		geo:    geo,
-	}, nil
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	go r.ensurePolicy(pol.Version(), raw, log)
+	return r, nil
+}
+
+// ensurePolicy makes sure the index carries at least the configured policy
+// version (it registers the regions that claims may name): whichever router
+// is leader proposes it; a newer version already in force wins.
+func (r *Router) ensurePolicy(version int, raw []byte, log *slog.Logger) {
+	defer close(r.done)
+	for {
+		if v, _ := r.Index.Policy(); v >= version {
+			return
+		}
+		if r.Index.IsLeader() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err := r.Index.SetPolicy(ctx, version, raw)
+			cancel()
+			if err == nil || errors.Is(err, homeindex.ErrStalePolicy) {
+				return
+			}
+			log.Warn("could not apply the residency policy to the index; retrying", "version", version, "err", err)
+		}
+		select {
+		case <-r.stop:
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // Shutdown drains HTTP, then leaves Raft and closes the geo-IP database.
 func (r *Router) Shutdown(ctx context.Context) error {
+	close(r.stop)
+	<-r.done
 	err := r.HTTP.Shutdown(ctx)
 	if cerr := r.Index.Close(); err == nil {
 		err = cerr

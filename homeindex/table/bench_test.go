@@ -1,0 +1,162 @@
+package table
+
+import (
+	"runtime"
+	"sync"
+	"testing"
+)
+
+// benchKey returns the i-th key of the stream with the given seed: uniformly
+// random, deterministic, and generated without holding the keys in memory.
+func benchKey(seed, i uint64) Key {
+	var k Key
+	x := mix64(seed<<40 ^ i)
+	y := mix64(x ^ 0x9e3779b97f4a7c15)
+	for j := range 8 {
+		k[j] = byte(x >> (8 * j))
+		k[8+j] = byte(y >> (8 * j))
+	}
+	return k
+}
+
+// benchValue is the value stored for the i-th key.
+func benchValue(i uint64) Value {
+	return Value{Region: uint16(i % 7), Version: uint32(i), Owner: mix64(i) & ownerMask}
+}
+
+const (
+	seedHit  = 1
+	seedMiss = 2
+)
+
+// fill returns a table made with New(0) holding the first n keys of seedHit.
+func fill(n int) *Table {
+	t := New(0)
+	for i := range uint64(n) {
+		t.Put(benchKey(seedHit, i), benchValue(i))
+	}
+	return t
+}
+
+var (
+	table10MOnce sync.Once
+	table10M     *Table
+)
+
+// get10M returns the shared 10M-entry table, building it on first use.
+func get10M(b *testing.B) *Table {
+	if testing.Short() {
+		b.Skip("10M-entry table skipped in -short mode")
+	}
+	table10MOnce.Do(func() { table10M = fill(10_000_000) })
+	return table10M
+}
+
+// probeKeys returns lookup keys: the first of every n keys of seed, in a
+// random order, at most 1<<20 of them.
+func probeKeys(seed uint64, n int) []Key {
+	cnt := min(n, 1<<20)
+	keys := make([]Key, cnt)
+	for i := range keys {
+		keys[i] = benchKey(seed, mix64(uint64(i)^0xabcdef)%uint64(n))
+	}
+	return keys
+}
+
+var sinkValue Value
+var sinkOK bool
+
+func benchGets(b *testing.B, t *Table, keys []Key, wantOK bool) {
+	mask := len(keys) - 1
+	if len(keys)&mask != 0 {
+		b.Fatalf("probe key count %d is not a power of two", len(keys))
+	}
+	if _, ok := t.Get(keys[0]); ok != wantOK {
+		b.Fatalf("Get: ok=%v, want %v", ok, wantOK)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	var v Value
+	var ok bool
+	for i := 0; b.Loop(); i++ {
+		v, ok = t.Get(keys[i&mask])
+	}
+	sinkValue, sinkOK = v, ok
+}
+
+func BenchmarkGet(b *testing.B) {
+	b.Run("10M-hit", func(b *testing.B) {
+		t := get10M(b)
+		benchGets(b, t, probeKeys(seedHit, 10_000_000), true)
+	})
+	b.Run("10M-miss", func(b *testing.B) {
+		t := get10M(b)
+		benchGets(b, t, probeKeys(seedMiss, 10_000_000), false)
+	})
+	small := fill(100_000)
+	b.Run("100k-hit", func(b *testing.B) {
+		benchGets(b, small, probeKeys(seedHit, 65536), true)
+	})
+	b.Run("100k-miss", func(b *testing.B) {
+		benchGets(b, small, probeKeys(seedMiss, 65536), false)
+	})
+}
+
+// BenchmarkPut inserts b.N new keys into a table that starts empty (New(0)),
+// so it includes every growth step.
+func BenchmarkPut(b *testing.B) {
+	b.ReportAllocs()
+	t := New(0)
+	var i uint64
+	for b.Loop() {
+		t.Put(benchKey(seedHit, i), benchValue(i))
+		i++
+	}
+	b.ReportMetric(float64(t.MemoryBytes())/float64(max(t.Len(), 1)), "mem-B/entry")
+}
+
+// BenchmarkSnapshotRange10M takes a view of the 10M-entry table and ranges
+// over all of it.
+func BenchmarkSnapshotRange10M(b *testing.B) {
+	t := get10M(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		v := t.Snapshot()
+		n := 0
+		v.Range(func(Key, Value) bool { n++; return true })
+		v.Release()
+		if n != 10_000_000 {
+			b.Fatalf("ranged over %d entries", n)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1e7, "ns/entry")
+}
+
+// heapAlloc returns HeapAlloc after a full GC.
+func heapAlloc() uint64 {
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// BenchmarkMemory10M measures the heap held by a table made with New(0) and
+// filled with 10M random keys.
+func BenchmarkMemory10M(b *testing.B) {
+	if testing.Short() {
+		b.Skip("10M-entry table skipped in -short mode")
+	}
+	const n = 10_000_000
+	var perEntry, slab float64
+	for b.Loop() {
+		before := heapAlloc()
+		t := fill(n)
+		after := heapAlloc()
+		perEntry = float64(after-before) / n
+		slab = float64(t.MemoryBytes()) / float64(t.Len())
+		runtime.KeepAlive(t)
+	}
+	b.ReportMetric(perEntry, "B/entry")
+	b.ReportMetric(slab, "MemoryBytes/entry")
+}
