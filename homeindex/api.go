@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -33,6 +34,7 @@ var ErrUnauthorized = errors.New("home index: unauthorized")
 //	POST /internal/index/rehome    {"keys":[...],"owner":123,"region":"from","to":"to","fence":42}
 //	POST /internal/index/revoke    {"keys":[sessionKeyHex],"expires":unixMillis}
 //	POST /internal/index/policy    {"version":3,"data":base64}
+//	POST /internal/index/batch     {"commands":[{"op":"claim",...},...]} → {"results":[{"code":...},...]}
 //	POST /internal/index/join      {"id":"router-4","raft":"host:port","api":"https://...","voter":true}
 //	POST /internal/index/leave     {"id":"router-4"}
 //	GET  /internal/index/lookup/{key}[?consistent=1]
@@ -42,6 +44,7 @@ var ErrUnauthorized = errors.New("home index: unauthorized")
 // needs "Authorization: Bearer <token>".
 func (n *Node) Handler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("POST /internal/index/batch", n.serveBatch)
 	mux.HandleFunc("POST /internal/index/join", n.serveJoin)
 	mux.HandleFunc("POST /internal/index/leave", n.serveLeave)
 	mux.HandleFunc("POST /internal/index/{op}", n.serveWrite)
@@ -64,6 +67,7 @@ func (n *Node) auth(next http.Handler) http.Handler {
 
 // wireCommand is a command on the internal HTTP API.
 type wireCommand struct {
+	Op      string  `json:"op,omitempty"` // in batches only
 	Keys    []Key   `json:"keys,omitempty"`
 	Region  string  `json:"region,omitempty"`
 	To      string  `json:"to,omitempty"`
@@ -75,7 +79,103 @@ type wireCommand struct {
 }
 
 func toWire(c *command) wireCommand {
-	return wireCommand{Keys: c.Keys, Region: c.Region, To: c.To, Owner: c.Owner, Fence: c.Fence, Expires: c.Expires, Version: c.Version, Data: c.Data}
+	return wireCommand{Op: c.Op.String(), Keys: c.Keys, Region: c.Region, To: c.To, Owner: c.Owner, Fence: c.Fence, Expires: c.Expires, Version: c.Version, Data: c.Data}
+}
+
+func (wc *wireCommand) command(op opCode) *command {
+	return &command{Op: op, Keys: wc.Keys, Region: wc.Region, To: wc.To, Owner: wc.Owner, Fence: wc.Fence, Expires: wc.Expires, Version: wc.Version, Data: wc.Data}
+}
+
+type batchRequest struct {
+	Commands []wireCommand `json:"commands"`
+}
+
+type batchResponse struct {
+	Results []wireResult `json:"results"`
+}
+
+// wireResult is one command's outcome in a batch reply.
+type wireResult struct {
+	Code   string `json:"code,omitempty"` // "" is success
+	Detail string `json:"detail,omitempty"`
+}
+
+var resultCodes = []struct {
+	code string
+	err  error
+}{
+	{"conflict", ErrConflict}, {"unknown_region", ErrUnknownRegion}, {"fenced", ErrFenced},
+	{"stale_policy", ErrStalePolicy}, {"invalid", ErrInvalid}, {"no_leader", ErrNoLeader},
+}
+
+func resultOf(err error) wireResult {
+	if err == nil {
+		return wireResult{}
+	}
+	for _, rc := range resultCodes {
+		if errors.Is(err, rc.err) {
+			return wireResult{Code: rc.code, Detail: err.Error()}
+		}
+	}
+	return wireResult{Code: "error", Detail: err.Error()}
+}
+
+func (r wireResult) err() error {
+	if r.Code == "" {
+		return nil
+	}
+	for _, rc := range resultCodes {
+		if r.Code == rc.code {
+			if r.Detail == "" || r.Detail == rc.err.Error() {
+				return rc.err
+			}
+			return fmt.Errorf("%w (%s)", rc.err, r.Detail)
+		}
+	}
+	return fmt.Errorf("home index: %s", r.Detail)
+}
+
+// serveBatch takes a follower's forwarded batch. Only the leader accepts
+// it; the commands join the leader's own batcher, so they usually share
+// one log entry.
+func (n *Node) serveBatch(w http.ResponseWriter, r *http.Request) {
+	var req batchRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if len(req.Commands) == 0 || len(req.Commands) > MaxBatch {
+		writeError(w, fmt.Errorf("%w: batch: want 1..%d commands", ErrInvalid, MaxBatch))
+		return
+	}
+	resp := batchResponse{Results: make([]wireResult, len(req.Commands))}
+	if !n.IsLeader() {
+		for i := range resp.Results {
+			resp.Results[i] = resultOf(ErrNoLeader)
+		}
+		writeJSON(w, http.StatusOK, resp)
+		return
+	}
+	var wg sync.WaitGroup
+	for i := range req.Commands {
+		op, ok := writeOps[req.Commands[i].Op]
+		if !ok {
+			resp.Results[i] = resultOf(fmt.Errorf("%w: op: unknown %q", ErrInvalid, req.Commands[i].Op))
+			continue
+		}
+		c := req.Commands[i].command(op)
+		if err := c.validate(); err != nil {
+			resp.Results[i] = resultOf(err)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp.Results[i] = resultOf(n.enqueue(r.Context(), c))
+		}()
+	}
+	wg.Wait()
+	writeJSON(w, http.StatusOK, resp)
 }
 
 var writeOps = map[string]opCode{
@@ -103,23 +203,7 @@ func (n *Node) serveWrite(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	c := &command{Op: op, Keys: wc.Keys, Region: wc.Region, To: wc.To, Owner: wc.Owner, Fence: wc.Fence, Expires: wc.Expires, Version: wc.Version, Data: wc.Data}
-	if err := c.validate(); err != nil {
-		writeError(w, err)
-		return
-	}
-	var err error
-	switch {
-	case n.IsLeader():
-		err = n.enqueue(r.Context(), c)
-	case r.Header.Get(headerForwarded) != "":
-		// Forwarded once already and we are not leader (any more): let
-		// the caller retry rather than bounce between followers.
-		err = ErrNoLeader
-	default:
-		err = n.submit(r.Context(), c)
-	}
-	if err != nil {
+	if err := n.submit(r.Context(), wc.command(op)); err != nil {
 		writeError(w, err)
 		return
 	}

@@ -442,18 +442,14 @@ func (n *Node) timeout(ctx context.Context) time.Duration {
 	return t
 }
 
-// submit validates c and gets it committed: through the batcher on the
-// leader, forwarded to the leader elsewhere.
+// submit validates c and gets it committed. Every write goes through the
+// node's batcher: on the leader a batch becomes one log entry; on a
+// follower it is forwarded to the leader as one request.
 func (n *Node) submit(ctx context.Context, c *command) error {
 	if err := c.validate(); err != nil {
 		return err
 	}
-	return n.retry(ctx, func() error {
-		if n.IsLeader() {
-			return n.enqueue(ctx, c)
-		}
-		return n.forward(ctx, c)
-	})
+	return n.retry(ctx, func() error { return n.enqueue(ctx, c) })
 }
 
 type pending struct {
@@ -461,7 +457,7 @@ type pending struct {
 	done chan error
 }
 
-// enqueue hands c to the leader's batcher and waits for its own result.
+// enqueue hands c to the batcher and waits for its own result.
 func (n *Node) enqueue(ctx context.Context, c *command) error {
 	p := &pending{cmd: c, done: make(chan error, 1)}
 	select {
@@ -480,17 +476,35 @@ func (n *Node) enqueue(ctx context.Context, c *command) error {
 	}
 }
 
-// maxInflight bounds the batches proposed to Raft and not yet committed;
-// Raft itself writes the entries of several proposals with one fsync.
-const maxInflight = 8
+// Batches in flight: on the leader, proposed to Raft and not yet
+// committed (Raft writes the entries of several proposals with one fsync);
+// on a follower, forwarded and not yet answered. Few slots make big
+// batches: while every slot is busy, commands queue and leave together.
+const (
+	leaderInflight   = 4
+	followerInflight = 2
+)
 
 // batcher is the leader's group commit: it packs every command waiting in
 // the queue (up to MaxBatch) into one log entry, and keeps several entries
 // in flight so the next batch forms while the last one is being fsynced.
 func (n *Node) batcher() {
 	defer close(n.batcherDone)
-	sem := make(chan struct{}, maxInflight)
+	lsem := make(chan struct{}, leaderInflight)
+	fsem := make(chan struct{}, followerInflight)
 	for {
+		// Take an in-flight slot first: while every slot is busy, commands
+		// pile up in the queue and leave together as the next batch.
+		leader := n.IsLeader()
+		sem := fsem
+		if leader {
+			sem = lsem
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-n.closed:
+			return
+		}
 		var first *pending
 		select {
 		case first = <-n.queue:
@@ -507,11 +521,17 @@ func (n *Node) batcher() {
 				break drain
 			}
 		}
+		if !leader {
+			go func() {
+				defer func() { <-sem }()
+				n.forwardBatch(batch)
+			}()
+			continue
+		}
 		cmds := make([]*command, len(batch))
 		for i, p := range batch {
 			cmds[i] = p.cmd
 		}
-		sem <- struct{}{}
 		start := time.Now()
 		fut := n.raft.Apply(encodeBatch(cmds), n.cfg.ApplyTimeout)
 		go func() {
@@ -549,6 +569,42 @@ func (n *Node) batcher() {
 	}
 }
 
+// forwardBatch sends a follower's batch to the leader in one request and
+// hands each command its own result.
+func (n *Node) forwardBatch(batch []*pending) {
+	fail := func(err error) {
+		for _, p := range batch {
+			p.done <- err
+		}
+	}
+	id, api, err := n.leaderAPI()
+	if err != nil {
+		fail(err)
+		return
+	}
+	req := batchRequest{Commands: make([]wireCommand, len(batch))}
+	for i, p := range batch {
+		req.Commands[i] = toWire(p.cmd)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
+	defer cancel()
+	var resp batchResponse
+	if err := doJSON(ctx, n.client, api, "batch", n.cfg.Token, n.cfg.ID, req, &resp); err != nil {
+		if !errors.Is(err, ErrNoLeader) {
+			err = fmt.Errorf("%w: forward to %s: %v", ErrNoLeader, id, err)
+		}
+		fail(err)
+		return
+	}
+	if len(resp.Results) != len(batch) {
+		fail(fmt.Errorf("%w: leader %s answered %d results for %d commands", ErrNoLeader, id, len(resp.Results), len(batch)))
+		return
+	}
+	for i, p := range batch {
+		p.done <- resp.Results[i].err()
+	}
+}
+
 // leaderAPI returns the API base URL of the current leader.
 func (n *Node) leaderAPI() (string, string, error) {
 	_, id := n.raft.LeaderWithID()
@@ -562,28 +618,6 @@ func (n *Node) leaderAPI() (string, string, error) {
 		return string(id), p.APIAddr, nil
 	}
 	return string(id), "", fmt.Errorf("%w: no API address known for leader %s", ErrNoLeader, id)
-}
-
-// forward sends a write to the leader's internal API.
-func (n *Node) forward(ctx context.Context, c *command) error {
-	id, api, err := n.leaderAPI()
-	if err != nil {
-		return err
-	}
-	body, _ := json.Marshal(toWire(c))
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(api, "/")+"/internal/index/"+c.Op.String(), bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+n.cfg.Token)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(headerForwarded, n.cfg.ID)
-	resp, err := n.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("%w: forward to %s: %v", ErrNoLeader, id, err)
-	}
-	defer resp.Body.Close()
-	return errorFromResponse(resp)
 }
 
 func (n *Node) forwardLookup(ctx context.Context, k Key) (Entry, bool, error) {
@@ -670,14 +704,15 @@ type memberRequest struct {
 }
 
 func (n *Node) forwardMember(ctx context.Context, what string, m memberRequest) error {
-	id, api, err := n.leaderAPI()
+	_, api, err := n.leaderAPI()
 	if err != nil {
 		return err
 	}
-	return postJSON(ctx, n.client, api, what, n.cfg.Token, n.cfg.ID, m, id)
+	return doJSON(ctx, n.client, api, what, n.cfg.Token, n.cfg.ID, m, nil)
 }
 
-func postJSON(ctx context.Context, hc *http.Client, base, what, token, from string, v any, to string) error {
+// doJSON posts v to the internal API at base and decodes the reply into out.
+func doJSON(ctx context.Context, hc *http.Client, base, what, token, from string, v, out any) error {
 	body, _ := json.Marshal(v)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(base, "/")+"/internal/index/"+what, bytes.NewReader(body))
 	if err != nil {
@@ -690,10 +725,18 @@ func postJSON(ctx context.Context, hc *http.Client, base, what, token, from stri
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("%w: %s via %s: %v", ErrNoLeader, what, to, err)
+		return fmt.Errorf("%w: %s via %s: %v", ErrNoLeader, what, base, err)
 	}
 	defer resp.Body.Close()
-	return errorFromResponse(resp)
+	if err := errorFromResponse(resp); err != nil {
+		return err
+	}
+	if out != nil {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			return fmt.Errorf("%w: %s reply from %s: %v", ErrNoLeader, what, base, err)
+		}
+	}
+	return nil
 }
 
 // joinCluster asks the members in cfg.Join to add this node, until one
@@ -704,7 +747,7 @@ func (n *Node) joinCluster() {
 	for {
 		for _, base := range n.cfg.Join {
 			ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
-			err := postJSON(ctx, n.client, base, "join", n.cfg.Token, "", memberRequest{ID: n.cfg.ID, Raft: n.RaftAddr(), API: n.cfg.APIAddr, Voter: !n.cfg.NonVoter}, base)
+			err := doJSON(ctx, n.client, base, "join", n.cfg.Token, "", memberRequest{ID: n.cfg.ID, Raft: n.RaftAddr(), API: n.cfg.APIAddr, Voter: !n.cfg.NonVoter}, nil)
 			cancel()
 			if err == nil {
 				n.log.Info("joined the home index cluster", "via", base)

@@ -29,7 +29,7 @@ import (
 func main() {
 	duration := flag.Duration("duration", 5*time.Second, "how long each concurrency level runs")
 	levels := flag.String("concurrency", "1,4,16,64,256", "comma-separated client counts")
-	via := flag.String("via", "node", "node: clients call Node.Claim on random members (followers forward to the leader); http: clients use homeindex.Client over the internal HTTP API")
+	via := flag.String("via", "node", "node: clients call Node.Claim on every member in turn (followers forward to the leader); leader: clients call the leader's Node.Claim; http: clients use homeindex.Client over the internal HTTP API")
 	keysPer := flag.Int("keys", 1, "keys per claim")
 	flag.Parse()
 	if err := run(*duration, *levels, *via, *keysPer); err != nil {
@@ -89,7 +89,7 @@ func run(duration time.Duration, levels, via string, keysPer int) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("home index claims: 3 nodes on 127.0.0.1, raft-wal with fsync, %d key(s) per claim, %s per level, via %s (leader %s)\n\n", keysPer, duration, via, leader.ID())
+	fmt.Printf("home index claims: 3 nodes on 127.0.0.1, raft-boltdb with fsync, %d key(s) per claim, %s per level, via %s (leader %s)\n\n", keysPer, duration, via, leader.ID())
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "clients\tclaims/s\tp50\tp99\tmax\terrors\t")
 	var serial atomic.Uint64
@@ -117,9 +117,12 @@ func run(duration time.Duration, levels, via string, keysPer int) error {
 					owner := "bench." + strconv.FormatUint(serial.Add(1), 10)
 					t0 := time.Now()
 					var err error
-					if via == "http" {
+					switch via {
+					case "http":
 						err = client.Claim(context.Background(), keys, "eu-west", owner)
-					} else {
+					case "leader":
+						err = leader.Claim(context.Background(), keys, "eu-west", owner)
+					default:
 						err = nodes[w%3].Claim(context.Background(), keys, "eu-west", owner)
 					}
 					if err != nil {
@@ -148,8 +151,8 @@ func run(duration time.Duration, levels, via string, keysPer int) error {
 		}
 		fmt.Fprintf(tw, "%d\t%.0f\t%s\t%s\t%s\t%d\t\n", c, float64(len(lat))/elapsed.Seconds(),
 			pct(0.50).Round(10*time.Microsecond), pct(0.99).Round(10*time.Microsecond), maxLat.Round(10*time.Microsecond), errs.Load())
-		tw.Flush()
 	}
+	tw.Flush()
 	fmt.Printf("\nentries in the leader's replica: %d\n", leader.Len())
 	return nil
 }
