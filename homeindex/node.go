@@ -121,6 +121,7 @@ type Node struct {
 	closed      chan struct{}
 	closeOnce   sync.Once
 	batcherDone chan struct{}
+	announced   chan struct{}
 	joinDone    chan struct{}
 	snaps       *raft.FileSnapshotStore
 
@@ -236,6 +237,7 @@ func Open(cfg Config) (*Node, error) {
 		queue:       make(chan *pending, 4*MaxBatch),
 		closed:      make(chan struct{}),
 		batcherDone: make(chan struct{}),
+		announced:   make(chan struct{}),
 		joinDone:    make(chan struct{}),
 		snaps:       snaps,
 		batchSizes: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -255,15 +257,16 @@ func Open(cfg Config) (*Node, error) {
 		servers = append(servers, raft.Server{ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.RaftAddr)})
 	}
 	has, err := raft.HasExistingState(w, w, snaps)
-	if err != nil {
-		n.Close()
-		return nil, fmt.Errorf("homeindex: %w", err)
-	}
 	go n.batcher()
-	if !has && !cfg.Bootstrap && len(cfg.Join) > 0 {
+	go n.announce()
+	if err == nil && !has && !cfg.Bootstrap && len(cfg.Join) > 0 {
 		go n.joinCluster()
 	} else {
 		close(n.joinDone)
+	}
+	if err != nil {
+		n.Close()
+		return nil, fmt.Errorf("homeindex: %w", err)
 	}
 	if cfg.Bootstrap {
 		if !has {
@@ -739,6 +742,40 @@ func doJSON(ctx context.Context, hc *http.Client, base, what, token, from string
 	return nil
 }
 
+// announce keeps this node's API address in the replicated member table
+// whenever it leads, so that every replica (including ones that joined at
+// run time and have no static peer list) can forward writes to it.
+func (n *Node) announce() {
+	defer close(n.announced)
+	self := n.cfg.APIAddr
+	if p, ok := n.peers[raft.ServerID(n.cfg.ID)]; ok && self == "" {
+		self = p.APIAddr
+	}
+	if self == "" {
+		return
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.closed:
+			return
+		case <-tick.C:
+		}
+		if !n.IsLeader() {
+			continue
+		}
+		if api, ok := n.fsm.memberAPI(n.cfg.ID); ok && api == self {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
+		if err := n.enqueue(ctx, &command{Op: opSetMember, ID: n.cfg.ID, API: self}); err != nil {
+			n.log.Warn("could not announce this node's API address", "err", err)
+		}
+		cancel()
+	}
+}
+
 // joinCluster asks the members in cfg.Join to add this node, until one
 // accepts or the node closes.
 func (n *Node) joinCluster() {
@@ -773,6 +810,7 @@ func (n *Node) Close() error {
 	}
 	<-n.batcherDone
 	<-n.joinDone
+	<-n.announced
 	err := n.raft.Shutdown().Error()
 	if cerr := n.trans.Close(); err == nil {
 		err = cerr
