@@ -2,11 +2,16 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/domicile/domicile/internal/devcluster"
 	"github.com/domicile/domicile/internal/launch"
 )
 
@@ -68,5 +73,33 @@ func TestExampleConfigsParse(t *testing.T) {
 	}
 	if _, err := launch.LoadSecrets("../../deploy/secrets.example.json"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestIndexStatus(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := devcluster.Start(ctx, devcluster.Config{DataDir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Shutdown(context.Background())
+	var out, errb bytes.Buffer
+	code := run([]string{"index", "status", "--router", c.RouterURLs()[1], "--secrets", filepath.Join(dir, "secrets.json")}, &out, &errb)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	for _, want := range []string{"replica   router-2", "leader    router-", "entries   0", "policy    version 1", "router-1", "router-3", "Voter"} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("status lacks %q:\n%s", want, out.String())
+		}
+	}
+	out.Reset()
+	if code := run([]string{"index", "status", "--json", "--router", c.RouterURLs()[0], "--secrets", filepath.Join(dir, "secrets.json")}, &out, &errb); code != 0 || !strings.Contains(out.String(), `"members"`) {
+		t.Fatalf("--json: exit %d: %s", code, out.String())
+	}
+	if code := run([]string{"index", "status", "--router", c.RouterURLs()[0], "--secrets", filepath.Join(dir, "nope.json")}, &out, &errb); code != 2 {
+		t.Fatalf("missing secrets: exit %d", code)
 	}
 }
