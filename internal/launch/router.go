@@ -30,14 +30,19 @@ type IndexConfig struct {
 	Bind      string       `yaml:"bind"` // Raft transport address
 	Bootstrap bool         `yaml:"bootstrap"`
 	Peers     []PeerConfig `yaml:"peers"`
+	// Join lists API URLs of existing routers; a router with no index
+	// state asks them to add it, as a non-voter if non_voter is set.
+	Join     []string `yaml:"join"`
+	NonVoter bool     `yaml:"non_voter"`
 }
 
 // RouterConfig is the configuration of one router.
 type RouterConfig struct {
 	Name           string            `yaml:"name"`
 	Listen         string            `yaml:"listen"`
-	Policy         string            `yaml:"policy"` // path of the residency policy
-	GeoIP          string            `yaml:"geoip"`  // path of a country MMDB (optional)
+	Advertise      string            `yaml:"advertise"` // base URL other routers use (default http://<listen>)
+	Policy         string            `yaml:"policy"`    // path of the residency policy
+	GeoIP          string            `yaml:"geoip"`     // path of a country MMDB (optional)
 	Regions        map[string]string `yaml:"regions"`
 	TrustedProxies []string          `yaml:"trusted_proxies"`
 	SecretsFile    string            `yaml:"secrets_file"`
@@ -108,8 +113,8 @@ func StartRouter(cfg RouterConfig) (_ *Router, err error) {
 		}
 		trusted = append(trusted, p.Masked())
 	}
-	if len(cfg.Index.Peers) == 0 {
-		return nil, errors.New("router config: index.peers: at least this router is required")
+	if len(cfg.Index.Peers) == 0 && len(cfg.Index.Join) == 0 {
+		return nil, errors.New("router config: index.peers: list the voters, or index.join: existing routers")
 	}
 	if cfg.Index.Dir == "" {
 		return nil, errors.New("router config: index.dir: required")
@@ -142,7 +147,14 @@ func StartRouter(cfg RouterConfig) (_ *Router, err error) {
 	for i, p := range cfg.Index.Peers {
 		peers[i] = homeindex.Peer{ID: p.ID, RaftAddr: p.Raft, APIAddr: p.API}
 	}
+	advertise := cfg.Advertise
+	if advertise == "" {
+		advertise = "http://" + httpLn.Addr().String()
+	}
 	node, err := homeindex.Open(homeindex.Config{
+		APIAddr:   advertise,
+		Join:      cfg.Index.Join,
+		NonVoter:  cfg.Index.NonVoter,
 		ID:        cfg.Name,
 		Dir:       filepath.Clean(cfg.Index.Dir),
 		Listener:  cfg.RaftListener,
