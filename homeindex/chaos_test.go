@@ -309,7 +309,7 @@ func TestLeaderKillsLoseNoAcknowledgedClaim(t *testing.T) {
 	var elections []time.Duration
 	start := time.Now()
 	for range kills {
-		time.Sleep(time.Duration(150+rand.IntN(200)) * time.Millisecond) // pacing
+		time.Sleep(time.Duration(50+rand.IntN(150)) * time.Millisecond) // pacing
 		l := c.waitLeader(15 * time.Second)
 		old := c.peers[l].ID
 		t0 := time.Now()

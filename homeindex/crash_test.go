@@ -122,7 +122,6 @@ func TestCrashRecoverySIGKILL(t *testing.T) {
 		go func() { defer kill.Done(); p.kill() }()
 	}
 	kill.Wait()
-	killedAt := time.Now()
 	close(stop)
 	wg.Wait()
 
@@ -154,11 +153,12 @@ func TestCrashRecoverySIGKILL(t *testing.T) {
 		t.Fatal("no claim was acknowledged before the kill")
 	}
 
+	restartAt := time.Now()
 	for _, p := range procs {
 		p.start(t)
 	}
 	waitChildrenReady(t, procs, token, 30*time.Second)
-	t.Logf("all 3 processes restarted and report a leader %s after the kill", time.Since(killedAt).Round(time.Millisecond))
+	t.Logf("all 3 processes restarted and report a leader %s after the restart", time.Since(restartAt).Round(time.Millisecond))
 
 	// Read every key from every replica until the replicas agree and hold
 	// every acknowledged claim, or the deadline passes.
@@ -226,13 +226,27 @@ func TestCrashRecoverySIGKILL(t *testing.T) {
 		}
 		return problems
 	}
+	// What the replicas say about themselves as the first read starts:
+	// the lookup endpoint answers whether or not the replica has
+	// re-applied its log yet.
+	var caught []string
+	for i, api := range apis {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		s, err := childStatus(ctx, api, token)
+		cancel()
+		caught = append(caught, fmt.Sprintf("%s caught_up=%v (err %v)", procs[i].cfg.ID, s.CaughtUp, err))
+	}
 	verifyStart := time.Now()
 	deadline := verifyStart.Add(30 * time.Second)
 	var problems []string
-	for {
+	for round := 0; ; round++ {
 		views, err := readAll()
 		if err == nil {
-			if problems = check(views); len(problems) == 0 {
+			problems = check(views)
+			if round == 0 && len(problems) > 0 {
+				t.Logf("first read after the restart (%v): %d discrepancies (replicas still catching up), e.g. %s", caught, len(problems), problems[0])
+			}
+			if len(problems) == 0 {
 				present := 0
 				for j := range order {
 					if views[0][j].ok {

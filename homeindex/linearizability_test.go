@@ -2,6 +2,7 @@ package homeindex
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -330,6 +331,13 @@ func TestLinearizability(t *testing.T) {
 		if d := os.Getenv("HOMEINDEX_TEST_ARTIFACTS"); d != "" {
 			dir = d
 		}
+		if b, err := json.Marshal(history); err == nil {
+			hp := filepath.Join(dir, "linearizability-history.json")
+			if err := os.WriteFile(hp, b, 0o600); err == nil {
+				t.Logf("history: %s", hp)
+			}
+		}
+		linExplain(t, history, info)
 		path := filepath.Join(dir, "linearizability.html")
 		if err := porcupine.VisualizePath(linModel, info, path); err != nil {
 			t.Logf("visualize: %v", err)
@@ -413,5 +421,59 @@ func TestLinearizabilityModel(t *testing.T) {
 		if got := porcupine.CheckOperations(linModel, tt.ops); got != tt.want {
 			t.Errorf("%s: linearizable = %v, want %v", tt.name, got, tt.want)
 		}
+	}
+}
+
+// linExplain logs, for each partition that could not be linearized, the
+// end of the longest linearizable prefix (with the state it leads to) and
+// the operations that were pending right after it: one of them is the
+// operation no order could explain.
+func linExplain(t *testing.T, history []porcupine.Operation, info porcupine.LinearizationInfo) {
+	t.Helper()
+	type opID struct {
+		client int
+		call   int64
+	}
+	parts := linModel.Partition(history)
+	describe := func(op porcupine.Operation) string {
+		return fmt.Sprintf("client %d [%.3fs, %.3fs] %s", op.ClientId, float64(op.Call)/1e9, float64(op.Return)/1e9,
+			linModel.DescribeOperation(op.Input, op.Output))
+	}
+	for p, lins := range info.PartialLinearizationsOperations() {
+		var longest []porcupine.Operation
+		for _, l := range lins {
+			if len(l) > len(longest) {
+				longest = l
+			}
+		}
+		if p >= len(parts) || len(longest) == len(parts[p]) {
+			continue // this partition is linearizable
+		}
+		state := linModel.Init()
+		done := map[opID]bool{}
+		var lines []string
+		for i, op := range longest {
+			_, state = linModel.Step(state, op.Input, op.Output)
+			done[opID{op.ClientId, op.Call}] = true
+			if i >= len(longest)-10 {
+				lines = append(lines, fmt.Sprintf("  #%d %s => %s", i, describe(op), linModel.DescribeState(state)))
+			}
+		}
+		// Pending after the prefix: not linearized, called before the
+		// earliest return among the not-linearized ops.
+		minRet := int64(1<<63 - 1)
+		for _, op := range parts[p] {
+			if !done[opID{op.ClientId, op.Call}] {
+				minRet = min(minRet, op.Return)
+			}
+		}
+		lines = append(lines, "  pending after it (none can be placed next):")
+		for _, op := range parts[p] {
+			if !done[opID{op.ClientId, op.Call}] && op.Call <= minRet {
+				lines = append(lines, "    "+describe(op))
+			}
+		}
+		t.Logf("partition %d: the longest linearizable prefix has %d of %d ops; its end:\n%s",
+			p, len(longest), len(parts[p]), strings.Join(lines, "\n"))
 	}
 }

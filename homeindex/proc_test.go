@@ -87,6 +87,18 @@ func TestHomeindexChildProcess(t *testing.T) {
 		}
 	}()
 
+	// If the test process dies without killing us (a panic, a test
+	// timeout), we are re-parented: exit rather than linger on the ports.
+	go func() {
+		parent := os.Getppid()
+		for range time.Tick(200 * time.Millisecond) {
+			if os.Getppid() != parent {
+				logger.Warn("parent test process is gone; exiting")
+				os.Exit(3)
+			}
+		}
+	}()
+
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	<-sig
@@ -182,8 +194,9 @@ func tail(b []byte, n int) []byte {
 
 // childStatusJSON is the part of GET /internal/index/status the tests use.
 type childStatusJSON struct {
-	ID     string `json:"id"`
-	Leader string `json:"leader"`
+	ID       string `json:"id"`
+	Leader   string `json:"leader"`
+	CaughtUp bool   `json:"caught_up"`
 }
 
 // childStatus asks a child replica for its status over the internal API.

@@ -96,8 +96,10 @@ type Table struct {
 	mem   atomic.Int64 // bytes of the current bodies' slabs
 
 	// wmu serialises the writer with Snapshot and View.Release, which
-	// may run on other goroutines, and guards every body's count and refs.
+	// may run on other goroutines, and guards every body's count and refs
+	// and pl.
 	wmu sync.Mutex
+	pl  placer
 }
 
 // New returns an empty table. sizeHint is the number of entries expected;
@@ -109,8 +111,7 @@ func New(sizeHint int) *Table {
 	for i := range t.segs {
 		b := emptyBody
 		if per >= 1 {
-			want := int(per+3*math.Sqrt(per)+1)*256/maxLoadNum + 1
-			b = newBody(want+overflowFor(want), 0)
+			b = newBody(int(per+3*math.Sqrt(per)+1)*256/maxLoadNum+1, 0)
 			t.mem.Add(int64(b.memBytes()))
 		}
 		t.segs[i].body.Store(b)
@@ -153,55 +154,60 @@ func (t *Table) Get(k Key) (Value, bool) {
 // low OwnerBits bits. Calls to Put and Delete must be serialised.
 func (t *Table) Put(k Key, v Value) {
 	seg, w0, k1 := split(k)
-	meta := packMeta(v)
+	meta, ver := packMeta(v), v.Version
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	sg := &t.segs[seg]
 	b := sg.body.Load()
-	p, found := b.locate(k1, w0)
-	if found {
+	if i, s := b.find(k1, w0); i >= 0 {
 		if b.refs > 0 {
 			nb := b.clone()
-			nb.setValue(p, meta, v.Version)
+			nb.bk[i].setValue(s, meta, ver, false)
 			t.replace(sg, b, nb)
 			return
 		}
 		sg.seq.Add(1)
-		b.setValue(p, meta, v.Version)
+		b.bk[i].setValue(s, meta, ver, true)
 		sg.seq.Add(1)
 		return
 	}
-	e := -1
-	if b.count < b.maxCnt {
-		e = b.emptyFrom(p)
-	}
-	if e >= 0 && b.refs == 0 {
-		sg.seq.Add(1)
-		b.insertAt(p, e, k1, w0, meta, v.Version)
-		sg.seq.Add(1)
-		t.count.Add(1)
-		return
-	}
-	// A new body is needed: a private copy of a shared one that has
-	// room, or else a bigger one.
-	var nb *body
-	if e >= 0 {
-		nb = b.clone()
-	} else {
-		nb = b.resize(b.growTarget(seg), 0)
-	}
-	for {
-		p, _ := nb.locate(k1, w0)
-		if e := nb.emptyFrom(p); e >= 0 {
-			nb.insertAt(p, e, k1, w0, meta, v.Version)
-			break
-		}
-		// No empty slot between the key's place and the end: only
-		// possible with adversarial keys. Grow the overflow area.
-		nb = nb.resize(nb.growTarget(seg), 2*(nb.n-nb.m))
-	}
-	t.replace(sg, b, nb)
 	t.count.Add(1)
+	pl := &t.pl
+	if b.count < b.maxCnt {
+		if pl.plan(b, k1, w0) {
+			if b.refs > 0 {
+				nb := b.clone()
+				pl.apply(nb, k1, w0, meta, ver, false)
+				t.replace(sg, b, nb)
+				return
+			}
+			sg.seq.Add(1)
+			pl.apply(b, k1, w0, meta, ver, true)
+			sg.seq.Add(1)
+			return
+		}
+		if b.count < b.slots()*stashBelowNum/256 {
+			// No cuckoo path although the body is far from full: only
+			// possible with adversarial keys. Use the stash.
+			if i, s := b.stashFree(); i >= 0 {
+				if b.refs > 0 {
+					nb := b.clone()
+					nb.bk[i].set(s, k1, w0, meta, ver, false)
+					nb.count++
+					t.replace(sg, b, nb)
+					return
+				}
+				sg.seq.Add(1)
+				b.bk[i].set(s, k1, w0, meta, ver, true)
+				b.count++
+				sg.seq.Add(1)
+				return
+			}
+			t.replace(sg, b, b.rebuildWith(pl, b.slots(), 2*b.stashLen()+1, k1, w0, meta, ver))
+			return
+		}
+	}
+	t.replace(sg, b, b.rebuildWith(pl, b.growTarget(seg), 0, k1, w0, meta, ver))
 }
 
 // Delete removes k and reports whether it was present. Calls to Put and
@@ -212,31 +218,31 @@ func (t *Table) Delete(k Key) bool {
 	defer t.wmu.Unlock()
 	sg := &t.segs[seg]
 	b := sg.body.Load()
-	p, found := b.locate(k1, w0)
-	if !found {
+	i, s := b.find(k1, w0)
+	if i < 0 {
 		return false
 	}
+	t.count.Add(-1)
 	left := b.count - 1
 	switch target := shrinkTarget(left); {
 	case left == 0:
 		t.replace(sg, b, emptyBody)
-	case left < b.m*minLoadNum/256 && target+target/8+blkSlots <= b.n:
+	case left < b.slots()*minLoadNum/256 && target+target/8+bucketSlots < b.slots():
 		// Shrink (the margin covers allocator rounding, so the new body
 		// really is smaller).
-		nb := b.resize(target, 0)
-		q, _ := nb.locate(k1, w0)
-		nb.deleteAt(q)
+		nb := b.rebuild(&t.pl, target, 0)
+		nb.clear(nb.find(k1, w0))
 		t.replace(sg, b, nb)
 	case b.refs > 0:
 		nb := b.clone()
-		nb.deleteAt(p)
+		nb.clear(i, s)
 		t.replace(sg, b, nb)
 	default:
 		sg.seq.Add(1)
-		b.deleteAt(p)
+		b.bk[i].set(s, 0, 0, 0, 0, true)
+		b.count--
 		sg.seq.Add(1)
 	}
-	t.count.Add(-1)
 	return true
 }
 
@@ -269,7 +275,7 @@ func (t *Table) Snapshot() *View {
 	defer t.wmu.Unlock()
 	for i := range t.segs {
 		b := t.segs[i].body.Load()
-		if b.n > 0 {
+		if b != emptyBody {
 			b.refs++
 		}
 		v.bodies[i] = b
@@ -296,16 +302,13 @@ func (v *View) Len() int { return v.n }
 // Delete) but must not call v.Release.
 func (v *View) Range(fn func(k Key, v Value) bool) {
 	for seg, b := range v.bodies {
-		s := b.slab
-		for i := 0; i < b.n; i++ {
-			k := k1Index(i)
-			w0 := s[k+offW0]
-			if w0 == 0 {
-				continue
-			}
-			vi, sh := verIndex(i)
-			if !fn(join(uint64(seg), w0, s[k]), unpackValue(s[k+offMeta], uint32(s[vi]>>sh))) {
-				return
+		for i := range b.bk {
+			c := &b.bk[i]
+			for s := range bucketSlots {
+				k1, w0, meta, ver := c.slot(s)
+				if w0 != 0 && !fn(join(uint64(seg), w0, k1), unpackValue(meta, ver)) {
+					return
+				}
 			}
 		}
 	}
@@ -317,7 +320,7 @@ func (v *View) Release() {
 	v.t.wmu.Lock()
 	defer v.t.wmu.Unlock()
 	for _, b := range v.bodies {
-		if b.n > 0 {
+		if b != emptyBody {
 			b.refs--
 		}
 	}
