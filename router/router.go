@@ -2,6 +2,7 @@ package router
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -26,6 +28,13 @@ import (
 	"github.com/domicile/domicile/residency"
 )
 
+// PolicyStore is where the policy in force is kept: the home index, so
+// every router switches at the same commit.
+type PolicyStore interface {
+	SetPolicy(ctx context.Context, version int, policyYAML []byte) error
+	Policy() (int, []byte)
+}
+
 // IndexReader is the part of the home index replica the router reads.
 type IndexReader interface {
 	Lookup(homeindex.Key) (homeindex.Entry, bool)
@@ -37,7 +46,9 @@ type IndexReader interface {
 
 // Config configures a router.
 type Config struct {
-	Name    string
+	Name string
+	// Policy is the policy to start with; the one in the index replaces it
+	// (SetPolicy) as soon as the replica has applied it.
 	Policy  *residency.Policy
 	GeoIP   *residency.GeoIP // optional: without it, country rules never match
 	Regions map[string]string
@@ -53,6 +64,10 @@ type Config struct {
 	Logger       *slog.Logger
 	// Collectors are extra metrics to serve (e.g. the index replica's).
 	Collectors []prometheus.Collector
+	// AdminToken guards /admin/v1 (Bearer); empty disables the admin API.
+	AdminToken string
+	// Policies receives policies put through the admin API.
+	Policies PolicyStore
 }
 
 // Router is the edge HTTP server.
@@ -63,6 +78,8 @@ type Router struct {
 	metrics    *metrics.Metrics
 	proxies    map[string]*httputil.ReverseProxy
 	resolution *prometheus.CounterVec
+	policy     atomic.Pointer[residency.Policy]
+	policyVer  prometheus.GaugeFunc
 }
 
 // New validates cfg and builds a router.
@@ -105,27 +122,64 @@ func New(cfg Config) (*Router, error) {
 		ResponseHeaderTimeout: 30 * time.Second,
 		ExpectContinueTimeout: time.Second,
 	}
-	for _, name := range cfg.Policy.Regions() {
-		raw, ok := cfg.Regions[name]
-		if !ok {
-			return nil, fmt.Errorf("router: regions: policy region %q has no URL", name)
-		}
+	for name, raw := range cfg.Regions {
 		u, err := url.Parse(raw)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return nil, fmt.Errorf("router: regions.%s: %q is not an http(s) URL", name, raw)
 		}
 		rt.proxies[name] = rt.newProxy(name, u, transport)
 	}
+	if err := rt.SetPolicy(cfg.Policy); err != nil {
+		return nil, err
+	}
+	rt.metrics.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "domicile_router_policy_version", Help: "Version of the residency policy in force on this router.",
+	}, func() float64 { return float64(rt.Policy().Version()) }))
 
 	e := httpserver.NewEcho(rt.log, rt.metrics)
 	e.GET("/readyz", rt.readyz)
 	if cfg.IndexAPI != nil {
 		e.Any("/internal/index/*", echo.WrapHandler(cfg.IndexAPI))
 	}
+	if cfg.AdminToken != "" && cfg.Policies != nil {
+		admin := e.Group("/admin/v1", rt.adminAuth)
+		admin.GET("/policy", rt.getPolicy)
+		admin.PUT("/policy", rt.putPolicy)
+	}
 	e.POST("/signup", rt.forwardByEmail)
 	e.POST("/login", rt.forwardByEmail)
 	rt.echo = e
 	return rt, nil
+}
+
+// Policy returns the residency policy in force.
+func (rt *Router) Policy() *residency.Policy { return rt.policy.Load() }
+
+// SetPolicy puts p in force if it is newer than the current one. It is
+// refused if the policy names a region this router has no URL for.
+func (rt *Router) SetPolicy(p *residency.Policy) error {
+	if err := rt.routable(p); err != nil {
+		return err
+	}
+	for {
+		cur := rt.policy.Load()
+		if cur != nil && cur.Version() >= p.Version() {
+			return nil
+		}
+		if rt.policy.CompareAndSwap(cur, p) {
+			rt.log.Info("residency policy in force", "version", p.Version())
+			return nil
+		}
+	}
+}
+
+func (rt *Router) routable(p *residency.Policy) error {
+	for _, name := range p.Regions() {
+		if _, ok := rt.proxies[name]; !ok {
+			return fmt.Errorf("router: regions: policy region %q has no URL", name)
+		}
+	}
+	return nil
 }
 
 // Handler is the router's HTTP handler.
@@ -169,7 +223,7 @@ func (rt *Router) resolve(key homeindex.Key, email string, client netip.Addr) (r
 	if client.IsValid() {
 		country = rt.cfg.GeoIP.Country(client)
 	}
-	d := rt.cfg.Policy.Evaluate(residency.Facts{Email: email, Country: country})
+	d := rt.Policy().Evaluate(residency.Facts{Email: email, Country: country})
 	source = d.Rule
 	if i := strings.IndexByte(source, ':'); i >= 0 {
 		source = source[:i]

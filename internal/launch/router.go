@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/domicile/domicile/homeindex"
@@ -151,7 +152,26 @@ func StartRouter(cfg RouterConfig) (_ *Router, err error) {
 	if advertise == "" {
 		advertise = "http://" + httpLn.Addr().String()
 	}
+	// The index tells us about policies put through any router's admin API
+	// (and, on restart, the one in force); the router may not exist yet
+	// when the replica first applies one.
+	var rtp atomic.Pointer[router.Router]
+	var latest atomic.Pointer[residency.Policy]
+	onPolicy := func(version int, data []byte) {
+		p, err := residency.Parse(data)
+		if err != nil {
+			log.Error("index carries a policy this router cannot parse", "version", version, "err", err)
+			return
+		}
+		latest.Store(p)
+		if rt := rtp.Load(); rt != nil {
+			if err := rt.SetPolicy(p); err != nil {
+				log.Error("cannot put the index's policy in force", "version", version, "err", err)
+			}
+		}
+	}
 	node, err := homeindex.Open(homeindex.Config{
+		OnPolicy:  onPolicy,
 		APIAddr:   advertise,
 		Join:      cfg.Index.Join,
 		NonVoter:  cfg.Index.NonVoter,
@@ -179,11 +199,19 @@ func StartRouter(cfg RouterConfig) (_ *Router, err error) {
 		TrustedProxies: trusted,
 		Logger:         log,
 		Collectors:     node.Collectors(),
+		AdminToken:     sec.AdminToken,
+		Policies:       node,
 	})
 	if err != nil {
 		node.Close()
 		httpLn.Close()
 		return nil, err
+	}
+	rtp.Store(rt)
+	if p := latest.Load(); p != nil {
+		if err := rt.SetPolicy(p); err != nil {
+			log.Error("cannot put the index's policy in force", "version", p.Version(), "err", err)
+		}
 	}
 	r := &Router{
 		Name:   cfg.Name,

@@ -18,6 +18,7 @@ import (
 type Secrets struct {
 	IndexKey      []byte `json:"index_key"` // base64 in the file
 	InternalToken string `json:"internal_token"`
+	AdminToken    string `json:"admin_token"` // the routers' /admin/v1 API
 }
 
 // Validate checks the secrets, naming the field at fault.
@@ -27,6 +28,9 @@ func (s *Secrets) Validate() error {
 	}
 	if len(s.InternalToken) < 16 {
 		return errors.New("secrets: internal_token: want at least 16 characters")
+	}
+	if len(s.AdminToken) < 16 {
+		return errors.New("secrets: admin_token: want at least 16 characters")
 	}
 	return nil
 }
@@ -55,13 +59,13 @@ func LoadOrCreateSecrets(path string) (*Secrets, error) {
 	}
 	key := make([]byte, 32)
 	tok := make([]byte, 24)
-	if _, err := rand.Read(key); err != nil {
-		return nil, err
+	adm := make([]byte, 24)
+	for _, b := range [][]byte{key, tok, adm} {
+		if _, err := rand.Read(b); err != nil {
+			return nil, err
+		}
 	}
-	if _, err := rand.Read(tok); err != nil {
-		return nil, err
-	}
-	s := &Secrets{IndexKey: key, InternalToken: base64.RawURLEncoding.EncodeToString(tok)}
+	s := &Secrets{IndexKey: key, InternalToken: base64.RawURLEncoding.EncodeToString(tok), AdminToken: base64.RawURLEncoding.EncodeToString(adm)}
 	data, _ := json.MarshalIndent(s, "", "  ")
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("secrets: %w", err)
