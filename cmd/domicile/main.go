@@ -36,6 +36,7 @@ Commands:
   router    run a router (global edge + home-index replica) from a config file
   region    run a regional node from a config file
   index     inspect the home index (status)
+  residency check, explain and diff residency policies; report where data lives
   version   print the version
 
 Run 'domicile <command> --help' for the flags of a command.
@@ -61,6 +62,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runRegion(rest, stderr)
 	case "index":
 		err = runIndex(rest, stdout, stderr)
+	case "residency":
+		err = runResidency(rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "domicile", versionString())
 		return 0
