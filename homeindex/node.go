@@ -341,6 +341,9 @@ func (n *Node) Collectors() []prometheus.Collector {
 	}
 }
 
+// Snapshot compacts the log now (it is also done automatically).
+func (n *Node) Snapshot() error { return n.raft.Snapshot().Error() }
+
 // Stats returns Raft's counters (state, term, last index, ...).
 func (n *Node) Stats() map[string]string { return n.raft.Stats() }
 

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -136,7 +137,11 @@ func (s *Server) readyz(c echo.Context) error {
 type credentials struct {
 	Email    string `json:"email"`
 	Password string `json:"password"`
+	Name     string `json:"name,omitempty"` // sign-up only
 }
+
+// MaxNameLen bounds the optional display name (characters).
+const MaxNameLen = 200
 
 // decodeJSON reads a small JSON object strictly and maps every failure to
 // a 400/413/415 problem that says what was wrong.
@@ -179,6 +184,10 @@ func (s *Server) signup(c echo.Context) error {
 		s.signups.WithLabelValues("bad_request").Inc()
 		return problem.New(http.StatusBadRequest, fmt.Sprintf("password: must be %d to %d characters", MinPasswordLen, MaxPasswordLen))
 	}
+	if n := utf8.RuneCountInString(in.Name); n > MaxNameLen {
+		s.signups.WithLabelValues("bad_request").Inc()
+		return problem.New(http.StatusBadRequest, fmt.Sprintf("name: at most %d characters", MaxNameLen))
+	}
 	hash, err := hashPassword(s.cfg.Argon2, in.Password)
 	if err != nil {
 		return fmt.Errorf("hash password: %w", err)
@@ -203,7 +212,7 @@ func (s *Server) signup(c echo.Context) error {
 		p.RetryAfter = 1
 		return p
 	}
-	u := store.User{ID: id, Email: email, PasswordHash: hash, CreatedAt: time.Now().UTC()}
+	u := store.User{ID: id, Email: email, Name: strings.TrimSpace(in.Name), PasswordHash: hash, CreatedAt: time.Now().UTC()}
 	if err := s.cfg.Users.CreateUser(ctx, u); err != nil {
 		// Give the identifier back so a retry can succeed.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

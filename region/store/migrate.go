@@ -18,6 +18,7 @@ var (
 			password_hash TEXT NOT NULL,
 			created_at    INTEGER NOT NULL -- Unix microseconds, UTC
 		)`,
+		`ALTER TABLE users ADD COLUMN name TEXT NOT NULL DEFAULT ''`,
 	}
 	postgresMigrations = []string{ // PostgreSQL and CockroachDB
 		`CREATE TABLE users (
@@ -26,6 +27,7 @@ var (
 			password_hash TEXT NOT NULL,
 			created_at    TIMESTAMPTZ NOT NULL
 		)`,
+		`ALTER TABLE users ADD COLUMN name TEXT NOT NULL DEFAULT ''`,
 	}
 )
 

@@ -14,6 +14,7 @@ type User struct {
 	ID string
 	// Email is normalised (see NormalizeEmail) by CreateUser.
 	Email        string
+	Name         string // display name, optional
 	PasswordHash string
 	// CreatedAt is kept to the microsecond, in UTC; CreateUser sets it to
 	// now when it is zero.
@@ -60,8 +61,8 @@ func (db *DB) CreateUser(ctx context.Context, u User) error {
 		// unique-violation error: the same statement works on all three
 		// backends and leaves a PostgreSQL transaction usable.
 		res, err := tx.ExecContext(ctx,
-			`INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
-			u.ID, u.Email, u.PasswordHash, db.d.timeValue(u.CreatedAt))
+			`INSERT INTO users (id, email, name, password_hash, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
+			u.ID, u.Email, u.Name, u.PasswordHash, db.d.timeValue(u.CreatedAt))
 		if err != nil {
 			return err
 		}
@@ -92,8 +93,8 @@ func (db *DB) UserByEmail(ctx context.Context, email string) (User, error) {
 		created timeScanner
 	)
 	err := db.db.QueryRowContext(ctx,
-		`SELECT id, email, password_hash, created_at FROM users WHERE email = $1`,
-		NormalizeEmail(email)).Scan(&u.ID, &u.Email, &u.PasswordHash, &created)
+		`SELECT id, email, name, password_hash, created_at FROM users WHERE email = $1`,
+		NormalizeEmail(email)).Scan(&u.ID, &u.Email, &u.Name, &u.PasswordHash, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return User{}, fmt.Errorf("store: user by email: %w", ErrNotFound)
 	}
