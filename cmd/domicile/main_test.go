@@ -103,3 +103,33 @@ func TestIndexStatus(t *testing.T) {
 		t.Fatalf("missing secrets: exit %d", code)
 	}
 }
+
+func TestResidencyReport(t *testing.T) {
+	var out, errb bytes.Buffer
+	if err := runResidencyReport([]string{"--config", "../../deploy/dev", "--data", "/srv/domicile"}, &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"region eu-west (jurisdiction EU", "SQLite file /srv/domicile/eu-west/domicile.db",
+		"region ap-southeast", "memory of the us-east node", "home index", "router-3: /srv/domicile/router-3/raft", "never an identifier",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+	// A folder with server configs: the report follows them.
+	dir := t.TempDir()
+	pol, _ := os.ReadFile("../../deploy/dev/policy.yaml")
+	os.WriteFile(filepath.Join(dir, "policy.yaml"), pol, 0o600)
+	reg, _ := os.ReadFile("../../deploy/examples/region.yaml")
+	os.WriteFile(filepath.Join(dir, "region-eu.yaml"), reg, 0o600)
+	out.Reset()
+	if err := runResidencyReport([]string{"--config", dir}, &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"postgres database test at 127.0.0.1:5432", "Redis at 127.0.0.1:6379, keys domicile:eu-west:sess:*", "NO NODE CONFIGURED"} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+}

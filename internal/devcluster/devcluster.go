@@ -92,7 +92,7 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 	}
 	if cfg.Database == nil {
 		cfg.Database = func(r string) store.Config {
-			return store.Config{Driver: "sqlite", DSN: filepath.Join(cfg.DataDir, r, "domicile.db")}
+			return store.Config{Driver: "sqlite", DSN: regionDB(cfg.DataDir, r)}
 		}
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
@@ -181,7 +181,7 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 			Regions:        regionURLs,
 			TrustedProxies: cfg.TrustedProxies,
 			Index: launch.IndexConfig{
-				Dir:       filepath.Join(cfg.DataDir, peers[i].ID, "raft"),
+				Dir:       routerDir(cfg.DataDir, peers[i].ID),
 				Bootstrap: true,
 				Peers:     peers,
 			},
@@ -218,6 +218,29 @@ func (c *Cluster) ready() bool {
 		}
 	}
 	return true
+}
+
+func regionDB(dataDir, region string) string { return filepath.Join(dataDir, region, "domicile.db") }
+func routerDir(dataDir, id string) string    { return filepath.Join(dataDir, id, "raft") }
+
+// Layout returns the configuration `domicile dev` runs with on dataDir
+// (without addresses), for tools that describe a topology such as
+// `domicile residency report`.
+func Layout(dataDir string, pol *residency.Policy) ([]launch.RouterConfig, []launch.RegionConfig) {
+	var routers []launch.RouterConfig
+	for i := range Routers {
+		id := fmt.Sprintf("router-%d", i+1)
+		routers = append(routers, launch.RouterConfig{Name: id, Index: launch.IndexConfig{Dir: routerDir(dataDir, id)}})
+	}
+	var regions []launch.RegionConfig
+	for _, name := range pol.Regions() {
+		regions = append(regions, launch.RegionConfig{
+			Name:     name,
+			Database: store.Config{Driver: "sqlite", DSN: regionDB(dataDir, name)},
+			Sessions: launch.SessionsConfig{Store: "memory"},
+		})
+	}
+	return routers, regions
 }
 
 // RouterURLs returns the base URLs of the routers still running.
