@@ -427,3 +427,42 @@ func TestFollowerCatchesUpFromSnapshot(t *testing.T) {
 		t.Fatalf("follower did not install a snapshot: %+v", st)
 	}
 }
+
+func TestBadWireInput(t *testing.T) {
+	tc := startCluster(t, 1)
+	post := func(path, body string) int {
+		req, _ := http.NewRequest(http.MethodPost, tc.apis[0]+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	k := strings.Repeat("ab", KeySize)
+	big := `{"commands":[` + strings.Repeat(`{"op":"claim","keys":["`+k+`"],"region":"eu-west","owner":1},`, MaxBatch) + `{"op":"claim","keys":["` + k + `"],"region":"eu-west","owner":1}]}`
+	tests := []struct {
+		name, path, body string
+		want             int
+	}{
+		{"short key", "/internal/index/claim", `{"keys":["abcd"],"region":"eu-west","owner":1}`, 400},
+		{"long key", "/internal/index/claim", `{"keys":["` + k + `00"],"region":"eu-west","owner":1}`, 400},
+		{"non-hex key", "/internal/index/claim", `{"keys":["` + strings.Repeat("zz", KeySize) + `"],"region":"eu-west","owner":1}`, 400},
+		{"unknown region", "/internal/index/claim", `{"keys":["` + k + `"],"region":"mars","owner":1}`, 400},
+		{"owner too wide", "/internal/index/claim", `{"keys":["` + k + `"],"region":"eu-west","owner":18446744073709551615}`, 400},
+		{"unknown field", "/internal/index/claim", `{"keys":["` + k + `"],"region":"eu-west","owner":1,"x":1}`, 400},
+		{"not json", "/internal/index/claim", `claim please`, 400},
+		{"unknown op", "/internal/index/explode", `{}`, 404},
+		{"oversized batch", "/internal/index/batch", big, 400},
+		{"empty batch", "/internal/index/batch", `{"commands":[]}`, 400},
+	}
+	for _, tt := range tests {
+		if got := post(tt.path, tt.body); got != tt.want {
+			t.Errorf("%s: HTTP %d, want %d", tt.name, got, tt.want)
+		}
+	}
+	if n := tc.nodes[0].Len(); n != 0 {
+		t.Fatalf("bad input changed the index: %d entries", n)
+	}
+}
