@@ -68,6 +68,7 @@ func (n *Node) auth(next http.Handler) http.Handler {
 // wireCommand is a command on the internal HTTP API.
 type wireCommand struct {
 	Op      string  `json:"op,omitempty"` // in batches only
+	ReqID   uint64  `json:"req_id,omitempty"`
 	Keys    []Key   `json:"keys,omitempty"`
 	Region  string  `json:"region,omitempty"`
 	To      string  `json:"to,omitempty"`
@@ -79,11 +80,11 @@ type wireCommand struct {
 }
 
 func toWire(c *command) wireCommand {
-	return wireCommand{Op: c.Op.String(), Keys: c.Keys, Region: c.Region, To: c.To, Owner: c.Owner, Fence: c.Fence, Expires: c.Expires, Version: c.Version, Data: c.Data}
+	return wireCommand{Op: c.Op.String(), ReqID: c.ReqID, Keys: c.Keys, Region: c.Region, To: c.To, Owner: c.Owner, Fence: c.Fence, Expires: c.Expires, Version: c.Version, Data: c.Data}
 }
 
 func (wc *wireCommand) command(op opCode) *command {
-	return &command{Op: op, Keys: wc.Keys, Region: wc.Region, To: wc.To, Owner: wc.Owner, Fence: wc.Fence, Expires: wc.Expires, Version: wc.Version, Data: wc.Data}
+	return &command{Op: op, ReqID: wc.ReqID, Keys: wc.Keys, Region: wc.Region, To: wc.To, Owner: wc.Owner, Fence: wc.Fence, Expires: wc.Expires, Version: wc.Version, Data: wc.Data}
 }
 
 type batchRequest struct {
@@ -254,6 +255,11 @@ func (n *Node) serveLookup(w http.ResponseWriter, r *http.Request) {
 	var ok bool
 	switch {
 	case r.URL.Query().Get("consistent") == "":
+		if !n.CaughtUp() {
+			// A miss now could be an entry the replica has not re-read.
+			writeError(w, fmt.Errorf("%w: replica still loading its log", ErrNoLeader))
+			return
+		}
 		e, ok = n.Lookup(k)
 	case !n.IsLeader() && r.Header.Get(headerForwarded) != "":
 		writeError(w, ErrNoLeader)
@@ -479,6 +485,7 @@ func (c *Client) write(ctx context.Context, cmd *command) error {
 	if err := cmd.validate(); err != nil {
 		return err
 	}
+	cmd.ReqID = newReqID() // the same id on every retry below
 	body, _ := json.Marshal(toWire(cmd))
 	return c.do(ctx, func(base string) (*http.Request, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/internal/index/"+cmd.Op.String(), bytes.NewReader(body))

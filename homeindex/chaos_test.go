@@ -39,7 +39,14 @@ type chaosCluster struct {
 	mu    sync.RWMutex
 	nodes []*Node // nil while the replica is down
 	srvs  []*http.Server
+
+	// hooks[i], if set, wraps every request to replica i's internal API
+	// (fault injection).
+	hooks []atomic.Pointer[apiHook]
 }
+
+// apiHook serves r in place of a replica's internal API; next is the API.
+type apiHook func(w http.ResponseWriter, r *http.Request, next http.Handler)
 
 // chaosLogger discards the nodes' logs (a leader kill makes Raft log an
 // error per heartbeat) unless HOMEINDEX_TEST_LOG is set.
@@ -52,9 +59,10 @@ func chaosLogger() *slog.Logger {
 
 func newChaosCluster(t *testing.T, n int) *chaosCluster {
 	t.Helper()
-	c := &chaosCluster{t: t, logger: chaosLogger(), nodes: make([]*Node, n), srvs: make([]*http.Server, n)}
+	c := &chaosCluster{t: t, logger: chaosLogger(), nodes: make([]*Node, n), srvs: make([]*http.Server, n), hooks: make([]atomic.Pointer[apiHook], n)}
+	addrs := freeLoopbackAddrs(t, 2*n)
 	for i := range n {
-		raftAddr, apiAddr := freeLoopbackAddr(t), freeLoopbackAddr(t)
+		raftAddr, apiAddr := addrs[2*i], addrs[2*i+1]
 		c.peers = append(c.peers, Peer{ID: fmt.Sprintf("c%d", i+1), RaftAddr: raftAddr, APIAddr: "http://" + apiAddr})
 		c.dirs = append(c.dirs, t.TempDir())
 	}
@@ -71,17 +79,20 @@ func newChaosCluster(t *testing.T, n int) *chaosCluster {
 	return c
 }
 
-// freeLoopbackAddr returns a loopback address with a port that was free a
-// moment ago.
-func freeLoopbackAddr(t testing.TB) string {
+// freeLoopbackAddrs returns n distinct loopback addresses whose ports were
+// free a moment ago (all are held open together, so none repeats).
+func freeLoopbackAddrs(t testing.TB, n int) []string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	addrs := make([]string, n)
+	for i := range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		addrs[i] = ln.Addr().String()
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	return addrs
 }
 
 // listenRetry listens on addr, retrying for a while: the port was ours a
@@ -127,7 +138,15 @@ func (c *chaosCluster) start(i int) error {
 		al.Close()
 		return err
 	}
-	srv := &http.Server{Handler: node.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	api := node.Handler()
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h := c.hooks[i].Load(); h != nil {
+			(*h)(w, r, api)
+			return
+		}
+		api.ServeHTTP(w, r)
+	})
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(al)
 	c.mu.Lock()
 	c.nodes[i], c.srvs[i] = node, srv
@@ -262,6 +281,9 @@ func TestLeaderKillsLoseNoAcknowledgedClaim(t *testing.T) {
 		stopLoad = make(chan struct{})
 		wg       sync.WaitGroup
 	)
+	// Stop the writers before the cluster, even if the test fails early.
+	stopWriters := sync.OnceFunc(func() { close(stopLoad); wg.Wait() })
+	t.Cleanup(stopWriters)
 	const writers = 6
 	for w := range writers {
 		wg.Add(1)
@@ -332,8 +354,7 @@ func TestLeaderKillsLoseNoAcknowledgedClaim(t *testing.T) {
 	}
 	chaosTime := time.Since(start)
 	time.Sleep(300 * time.Millisecond) // a little load with everyone up
-	close(stopLoad)
-	wg.Wait()
+	stopWriters()
 
 	mu.Lock()
 	defer mu.Unlock()

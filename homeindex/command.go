@@ -1,6 +1,7 @@
 package homeindex
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -52,6 +53,19 @@ func OwnerOf(owner string) OwnerID {
 	return OwnerID(id)
 }
 
+// newReqID returns a random, non-zero request id.
+func newReqID() uint64 {
+	var b [8]byte
+	for {
+		if _, err := rand.Read(b[:]); err != nil {
+			panic(err) // crypto/rand never fails on supported platforms
+		}
+		if id := binary.LittleEndian.Uint64(b[:]); id != 0 {
+			return id
+		}
+	}
+}
+
 // sessionKey is how a revoked session id is kept: hashed, so the index
 // never holds a usable session id.
 func sessionKey(sid string) Key {
@@ -95,7 +109,11 @@ func (o opCode) String() string {
 
 // command is one replicated change. Only the fields of its op are used.
 type command struct {
-	Op      opCode
+	Op opCode
+	// ReqID identifies one logical request across its retries: a command
+	// whose ReqID was applied recently is not applied again, its first
+	// result is returned instead (see fsm.dedupe). 0 means none.
+	ReqID   uint64
 	Keys    []Key
 	Region  string // claim: region; rehome: from
 	To      string // rehome
@@ -157,7 +175,7 @@ func validRegion(s string) bool {
 // Log entry format: one format byte, then a uvarint count of commands,
 // then each command: op byte and its fields. Strings and byte slices are
 // uvarint-length-prefixed.
-const entryFormat byte = 1
+const entryFormat byte = 2
 
 func encodeBatch(cmds []*command) []byte {
 	b := make([]byte, 0, 64*len(cmds))
@@ -176,6 +194,7 @@ func appendString(b []byte, s string) []byte {
 
 func (c *command) appendTo(b []byte) []byte {
 	b = append(b, byte(c.Op))
+	b = binary.AppendUvarint(b, c.ReqID)
 	switch c.Op {
 	case opClaim, opRelease, opRehome, opRevoke:
 		b = binary.AppendUvarint(b, uint64(len(c.Keys)))
@@ -276,6 +295,7 @@ func decodeBatch(data []byte) ([]*command, error) {
 	cmds := make([]*command, 0, n)
 	for i := 0; i < n && d.err == nil; i++ {
 		c := &command{Op: opCode(d.byte1("op"))}
+		c.ReqID = d.uvarint("request id", 1<<64-1)
 		switch c.Op {
 		case opClaim, opRelease, opRehome, opRevoke:
 			k := int(d.uvarint("key count", MaxKeysPerCommand))

@@ -70,6 +70,8 @@ func TestCrashRecoverySIGKILL(t *testing.T) {
 		stop     = make(chan struct{})
 		wg       sync.WaitGroup
 	)
+	stopWorkers := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	t.Cleanup(stopWorkers)
 	for w := range 2 * pairs {
 		pair, side := w/2, w%2
 		// Each worker starts at a different router, so most claims are
@@ -122,8 +124,7 @@ func TestCrashRecoverySIGKILL(t *testing.T) {
 		go func() { defer kill.Done(); p.kill() }()
 	}
 	kill.Wait()
-	close(stop)
-	wg.Wait()
+	stopWorkers()
 
 	mu.Lock()
 	defer mu.Unlock()

@@ -41,6 +41,10 @@ type fsm struct {
 	revoked map[Key]int64 // session key → expiry (unix ms)
 	members map[string]string
 	now     int64 // unix ms of the latest applied entry (leader's clock)
+	// dedupe remembers the result of every request id applied in the last
+	// dedupeWindow (by log time), so a retry of a request whose reply was
+	// lost returns the first result instead of applying twice.
+	dedupe map[uint64]dedupeEntry
 
 	onPolicy func(version int, data []byte) // called after a new policy applies
 }
@@ -57,7 +61,17 @@ func newFSM() *fsm {
 	return f
 }
 
+type dedupeEntry struct {
+	at   int64 // log time (unix ms) it was applied
+	code uint8 // index into resultCodes+1; 0 = success
+}
+
+// dedupeWindow is how long a request id is remembered: far longer than any
+// client keeps retrying.
+const dedupeWindow = 10 * 60 * 1000
+
 func (f *fsm) reset() {
+	f.dedupe = map[uint64]dedupeEntry{}
 	f.ids = map[string]uint16{}
 	f.revoked = map[Key]int64{}
 	f.members = map[string]string{}
@@ -117,7 +131,25 @@ func (f *fsm) Apply(l *raft.Log) any {
 	version := uint32(l.Index)
 	results := make([]error, len(cmds))
 	for i, c := range cmds {
+		if c.ReqID != 0 {
+			// Seen recently: answer as the first time. Expiry is judged by
+			// log time, so every replica decides the same way.
+			if d, ok := f.dedupe[c.ReqID]; ok && f.now-d.at < dedupeWindow {
+				results[i] = codeErr(d.code)
+				continue
+			}
+		}
 		results[i] = f.apply(c, version)
+		if c.ReqID != 0 {
+			f.dedupe[c.ReqID] = dedupeEntry{at: f.now, code: errCode(results[i])}
+		}
+	}
+	if len(f.dedupe) > 4096 && l.Index%1024 == 0 {
+		for id, d := range f.dedupe {
+			if f.now-d.at >= dedupeWindow {
+				delete(f.dedupe, id)
+			}
+		}
 	}
 	return results
 }
@@ -132,6 +164,30 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		}
 	}
 	return out
+}
+
+// errCode and codeErr map results to a byte and back for the dedupe
+// table (the detail of a non-sentinel error is not kept).
+func errCode(err error) uint8 {
+	if err == nil {
+		return 0
+	}
+	for i, rc := range resultCodes {
+		if errors.Is(err, rc.err) {
+			return uint8(i + 1)
+		}
+	}
+	return uint8(len(resultCodes) + 1)
+}
+
+func codeErr(code uint8) error {
+	switch {
+	case code == 0:
+		return nil
+	case int(code) <= len(resultCodes):
+		return resultCodes[code-1].err
+	}
+	return errors.New("home index: command failed")
 }
 
 func (f *fsm) regionID(name string) (uint16, bool) {
@@ -270,7 +326,13 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 		policy:  f.policy,
 		members: make(map[string]string, len(f.members)),
 		revoked: make(map[Key]int64, len(f.revoked)),
+		dedupe:  make(map[uint64]dedupeEntry, len(f.dedupe)),
 		now:     f.now,
+	}
+	for id, d := range f.dedupe {
+		if f.now-d.at < dedupeWindow {
+			s.dedupe[id] = d
+		}
 	}
 	for k, v := range f.members {
 		s.members[k] = v
@@ -288,11 +350,12 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 //	"DHIX" version(1)
 //	now(8) regions: n(4) {len(2) name}... policy: version(4) len(4) data
 //	members: n(4) {len(2) id len(2) api}... revoked: n(8) {key(16) exp(8)}...
+//	dedupe: n(8) {request id(8) applied-at(8) result code(1)}...
 //	entries: n(8) {key(16) region(2) version(4) owner(6)}...
 //	crc32c of everything before(4)
 const (
 	snapMagic   = "DHIX"
-	snapVersion = 1
+	snapVersion = 2
 	entrySize   = 16 + 2 + 4 + 6
 )
 
@@ -304,6 +367,7 @@ type fsmSnapshot struct {
 	policy  policyState
 	members map[string]string
 	revoked map[Key]int64
+	dedupe  map[uint64]dedupeEntry
 	now     int64
 }
 
@@ -365,6 +429,12 @@ func (s *fsmSnapshot) writeTo(out io.Writer) error {
 	for k, exp := range s.revoked {
 		w.write(k[:])
 		w.u64(uint64(exp))
+	}
+	w.u64(uint64(len(s.dedupe)))
+	for id, d := range s.dedupe {
+		w.u64(id)
+		w.u64(uint64(d.at))
+		w.write([]byte{d.code})
 	}
 	w.u64(uint64(s.view.Len()))
 	s.view.Range(func(k table.Key, v table.Value) bool {
@@ -472,6 +542,15 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		r.read(k[:])
 		revoked[k] = int64(r.u64())
 	}
+	dedupe := map[uint64]dedupeEntry{}
+	ndd := r.u64()
+	for i := uint64(0); i < ndd && r.err == nil; i++ {
+		id := r.u64()
+		at := int64(r.u64())
+		var code [1]byte
+		r.read(code[:])
+		dedupe[id] = dedupeEntry{at: at, code: code[0]}
+	}
 	n := r.u64()
 	if r.err == nil && n > 1<<34 {
 		return fmt.Errorf("%w: %d entries", errCorruptSnapshot, n)
@@ -503,7 +582,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 
 	f.mu.Lock()
 	f.tbl.Store(t)
-	f.ids, f.revoked, f.members, f.policy, f.now = ids, revoked, members, pol, now
+	f.ids, f.revoked, f.members, f.policy, f.now, f.dedupe = ids, revoked, members, pol, now, dedupe
 	f.regions.Store(&regions)
 	cb := f.onPolicy
 	f.mu.Unlock()

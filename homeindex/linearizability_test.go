@@ -6,10 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -248,6 +252,9 @@ func TestLinearizability(t *testing.T) {
 	if testing.Short() {
 		kills = 3
 	}
+	if v, err := strconv.Atoi(os.Getenv("HOMEINDEX_LIN_KILLS")); err == nil && v > 0 {
+		kills = v // soak runs
+	}
 	c := newChaosCluster(t, 3)
 	c.setPolicy()
 
@@ -259,6 +266,9 @@ func TestLinearizability(t *testing.T) {
 		stop     = make(chan struct{})
 		wg       sync.WaitGroup
 	)
+	// Stop the clients before the cluster, even if the test fails early.
+	stopClients := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	t.Cleanup(stopClients)
 	start := time.Now()
 	for id := range clients {
 		wg.Add(1)
@@ -312,8 +322,7 @@ func TestLinearizability(t *testing.T) {
 		c.waitRejoined(l, 15*time.Second)
 	}
 	time.Sleep(time.Second) // calm period with every replica up
-	close(stop)
-	wg.Wait()
+	stopClients()
 
 	// Unknown outcomes return "after everything".
 	end := time.Since(start).Nanoseconds() + 1
@@ -324,7 +333,7 @@ func TestLinearizability(t *testing.T) {
 		len(history), clients, kills, time.Since(start).Round(time.Millisecond), len(unknown), errKinds)
 
 	checkStart := time.Now()
-	res, info := porcupine.CheckOperationsVerbose(linModel, history, 60*time.Second)
+	res, info := porcupine.CheckOperationsVerbose(linModel, history, 40*time.Second)
 	t.Logf("porcupine: %s in %s", res, time.Since(checkStart).Round(time.Millisecond))
 	if res != porcupine.Ok {
 		dir := t.TempDir()
@@ -475,5 +484,142 @@ func linExplain(t *testing.T, history []porcupine.Operation, info porcupine.Line
 		}
 		t.Logf("partition %d: the longest linearizable prefix has %d of %d ops; its end:\n%s",
 			p, len(longest), len(parts[p]), strings.Join(lines, "\n"))
+	}
+}
+
+// dropFirstReply is a fault for a leader's internal API: the first write
+// that reaches it is served (so it commits) but its reply is lost (the
+// connection is dropped), and the second write (the caller's retry) is
+// held until proceed is closed. applied is closed once the first write
+// has been served.
+func dropFirstReply(t *testing.T, applied, proceed chan struct{}) *apiHook {
+	var writes atomic.Int32
+	h := apiHook(func(w http.ResponseWriter, r *http.Request, next http.Handler) {
+		if r.Method != http.MethodPost {
+			next.ServeHTTP(w, r)
+			return
+		}
+		switch writes.Add(1) {
+		case 1:
+			next.ServeHTTP(httptest.NewRecorder(), r)
+			close(applied)
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				t.Errorf("hijack: %v", err)
+				return
+			}
+			conn.Close()
+		case 2:
+			<-proceed
+			next.ServeHTTP(w, r)
+		default:
+			next.ServeHTTP(w, r)
+		}
+	})
+	return &h
+}
+
+// TestRetryAfterLostReplyIsNotAppliedTwice pins down, deterministically,
+// the anomaly TestLinearizability finds under leader kills: a write whose
+// reply was lost is retried (the caller sees a dropped connection, which
+// maps to ErrNoLeader), and the retry is applied a second time although
+// the first attempt had committed. With concurrent writes by the same
+// owner, that breaks linearizability:
+//
+//   - release: the retried release also removes a claim that was made and
+//     acknowledged after the release had taken effect (an acknowledged
+//     claim is lost);
+//   - claim: if the key changed hands in between, the retry reports
+//     ErrConflict, a definite refusal, for a claim that did take effect.
+//
+// Both are shown through a follower (forwarded batch) and through the
+// HTTP Client that regions use.
+func TestRetryAfterLostReplyIsNotAppliedTwice(t *testing.T) {
+	c := newChaosCluster(t, 3)
+	c.setPolicy()
+	l := c.waitLeader(10 * time.Second)
+	leader, follower := c.node(l), c.node((l+1)%3)
+	client, err := NewClient([]string{c.peers[l].APIAddr}, chaosToken, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const region, owner, other = "eu-west", "eu-west.dup", "us-east.other"
+	via := []struct {
+		name    string
+		release func(ctx context.Context, keys []Key, owner string) error
+		claim   func(ctx context.Context, keys []Key, region, owner string) error
+	}{
+		{"follower", follower.Release, follower.Claim},
+		{"client", client.Release, client.Claim},
+	}
+	k := byte(0)
+	for _, v := range via {
+		t.Run("release/"+v.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			k++
+			key := []Key{linKey(100 + int(k))}
+			if err := leader.Claim(ctx, key, region, owner); err != nil {
+				t.Fatal(err)
+			}
+			applied, proceed := make(chan struct{}), make(chan struct{})
+			c.hooks[l].Store(dropFirstReply(t, applied, proceed))
+			defer c.hooks[l].Store(nil)
+			done := make(chan error, 1)
+			go func() { done <- v.release(ctx, key, owner) }()
+			select {
+			case <-applied:
+			case <-ctx.Done():
+				t.Fatal("the release never reached the leader")
+			}
+			if _, held := leader.Lookup(key[0]); held {
+				t.Fatal("the release was served but did not take effect")
+			}
+			// The release has taken effect; now the owner claims the key
+			// again and is acknowledged.
+			if err := leader.Claim(ctx, key, region, owner); err != nil {
+				t.Fatalf("claim after the release: %v", err)
+			}
+			close(proceed)
+			relErr := <-done
+			e, ok, err := leader.LookupLinearizable(ctx, key[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !ok || e.Owner != OwnerOf(owner) {
+				t.Errorf("a claim acknowledged after the release had taken effect was lost: the release's retry (which returned %v) applied it a second time", relErr)
+			}
+		})
+		t.Run("claim/"+v.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			k++
+			key := []Key{linKey(100 + int(k))}
+			applied, proceed := make(chan struct{}), make(chan struct{})
+			c.hooks[l].Store(dropFirstReply(t, applied, proceed))
+			defer c.hooks[l].Store(nil)
+			done := make(chan error, 1)
+			go func() { done <- v.claim(ctx, key, region, owner) }()
+			select {
+			case <-applied:
+			case <-ctx.Done():
+				t.Fatal("the claim never reached the leader")
+			}
+			if e, held := leader.Lookup(key[0]); !held || e.Owner != OwnerOf(owner) {
+				t.Fatal("the claim was served but did not take effect")
+			}
+			// The claim has taken effect; the owner lets the key go and
+			// someone else takes it.
+			if err := leader.Release(ctx, key, owner); err != nil {
+				t.Fatal(err)
+			}
+			if err := leader.Claim(ctx, key, region, other); err != nil {
+				t.Fatal(err)
+			}
+			close(proceed)
+			if err := <-done; errors.Is(err, ErrConflict) {
+				t.Errorf("a claim that took effect (it held the key until its owner released it) was reported as ErrConflict, a definite refusal")
+			}
+		})
 	}
 }

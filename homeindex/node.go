@@ -455,6 +455,9 @@ func (n *Node) submit(ctx context.Context, c *command) error {
 	if err := c.validate(); err != nil {
 		return err
 	}
+	if c.ReqID == 0 {
+		c.ReqID = newReqID() // the same id on every retry
+	}
 	return n.retry(ctx, func() error { return n.enqueue(ctx, c) })
 }
 
@@ -479,6 +482,8 @@ func (n *Node) enqueue(ctx context.Context, c *command) error {
 	case <-ctx.Done():
 		// The command may still commit: the outcome is unknown to the caller.
 		return fmt.Errorf("%w: outcome unknown: %v", ErrNoLeader, ctx.Err())
+	case <-n.closed:
+		return fmt.Errorf("%w: node closed; outcome unknown", ErrNoLeader)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -52,12 +51,17 @@ func TestHomeindexChildProcess(t *testing.T) {
 		t.Fatalf("child config: %v", err)
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("node", cfg.ID)
-	apiLn, err := net.Listen("tcp", cfg.APIAddr)
+	// Same ports as before the kill: retry while the kernel lets go.
+	apiLn, err := listenRetry(cfg.APIAddr)
 	if err != nil {
 		t.Fatalf("api listen: %v", err)
 	}
+	raftLn, err := listenRetry(cfg.RaftAddr)
+	if err != nil {
+		t.Fatalf("raft listen: %v", err)
+	}
 	node, err := Open(Config{
-		ID: cfg.ID, Dir: cfg.Dir, Bind: cfg.RaftAddr, Peers: cfg.Peers, Bootstrap: true, Token: cfg.Token,
+		ID: cfg.ID, Dir: cfg.Dir, Listener: raftLn, Peers: cfg.Peers, Bootstrap: true, Token: cfg.Token,
 		Logger:           logger,
 		HeartbeatTimeout: 300 * time.Millisecond,
 		ElectionTimeout:  300 * time.Millisecond,
@@ -156,8 +160,9 @@ func (p *childProc) kill() {
 func startChildren(t *testing.T, n int, token string) []*childProc {
 	t.Helper()
 	var peers []Peer
+	addrs := freeLoopbackAddrs(t, 2*n)
 	for i := range n {
-		peers = append(peers, Peer{ID: fmt.Sprintf("p%d", i+1), RaftAddr: freeLoopbackAddr(t), APIAddr: "http://" + freeLoopbackAddr(t)})
+		peers = append(peers, Peer{ID: fmt.Sprintf("p%d", i+1), RaftAddr: addrs[2*i], APIAddr: "http://" + addrs[2*i+1]})
 	}
 	logDir := t.TempDir()
 	procs := make([]*childProc, n)
