@@ -8,8 +8,9 @@ import (
 	"github.com/domicile/domicile/residency"
 )
 
-// largePolicy returns a policy with 10 regions, 250 countries and 1,000
-// email-domain rules (500 exact, 500 wildcard).
+// largePolicy returns a policy with 10 regions, 250 countries, 1,000
+// email-domain rules (500 exact, 500 wildcard), 100 tenant rules and a
+// preference allowed within 3 of the 10 jurisdictions.
 func largePolicy(tb testing.TB) *residency.Policy {
 	tb.Helper()
 	const regions = 10
@@ -36,6 +37,11 @@ func largePolicy(tb testing.TB) *residency.Policy {
 		fmt.Fprintf(&b, "  tenant%d.example.com: r%d\n", i, i%regions)
 		fmt.Fprintf(&b, "  \"*.dept%d.example.org\": r%d\n", i, (i+1)%regions)
 	}
+	b.WriteString("tenants:\n")
+	for i := range 100 {
+		fmt.Fprintf(&b, "  tenant-%d: r%d\n", i, (i+2)%regions)
+	}
+	b.WriteString("preference: {allowed: true, only_within: [J0, J1, J2]}\n")
 	p, err := residency.Parse([]byte(b.String()))
 	if err != nil {
 		tb.Fatalf("Parse(large policy): %v", err)
@@ -54,12 +60,28 @@ var benchCases = []struct {
 	{"country", residency.Facts{Email: "user@gmail.com", Country: "JP"}, "country:JP"},
 	{"default", residency.Facts{Email: "user@mail.provider.example.net", Country: "ZZ"}, "default"},
 	{"no_facts", residency.Facts{}, "default"},
+	{"tenant", residency.Facts{Email: "user@tenant250.example.com", Country: "JP", Tenant: "tenant-42"}, "tenant:tenant-42"},
+	{"unknown_tenant", residency.Facts{Email: "user@a.dept7.example.org", Tenant: "tenant-x"}, "email_domain:*.dept7.example.org"},
+	{"preference", residency.Facts{Email: "user@tenant250.example.com", Tenant: "tenant-42", Preference: "r1"}, "preference:r1"},
 }
+
+// ignoredPreference is the one case in which Evaluate allocates: it prefixes
+// the explanation of the decision with the reason the preference was ignored.
+var ignoredPreference = struct {
+	facts residency.Facts
+	rule  string
+}{residency.Facts{Email: "user@tenant250.example.com", Preference: "r9"}, "email_domain:tenant250.example.com"}
 
 func TestLargePolicy(t *testing.T) {
 	p := largePolicy(t)
 	if got := len(p.Regions()); got != 10 {
 		t.Fatalf("len(Regions()) = %d, want 10", got)
+	}
+	if got, want := p.Summary(), "version 1, 10 regions, 250 countries, 1000 email-domain rules, 100 tenant rules, default r0, preference allowed within [J0 J1 J2]"; got != want {
+		t.Errorf("Summary() = %q, want %q", got, want)
+	}
+	if got := p.Evaluate(ignoredPreference.facts); got.Rule != ignoredPreference.rule || !strings.Contains(got.Explanation, "ignored") {
+		t.Errorf("ignored preference: Evaluate = %+v", got)
 	}
 	for _, bc := range benchCases {
 		got := p.Evaluate(bc.facts)
@@ -77,6 +99,9 @@ func TestEvaluateDoesNotAllocate(t *testing.T) {
 			t.Errorf("%s: Evaluate allocates %v times per call, want 0", bc.name, allocs)
 		}
 	}
+	if allocs := testing.AllocsPerRun(100, func() { _ = p.Evaluate(ignoredPreference.facts) }); allocs != 1 {
+		t.Errorf("ignored preference: Evaluate allocates %v times per call, want 1", allocs)
+	}
 }
 
 var sinkDecision residency.Decision
@@ -91,4 +116,10 @@ func BenchmarkEvaluate(b *testing.B) {
 			}
 		})
 	}
+	b.Run("preference_ignored", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			sinkDecision = p.Evaluate(ignoredPreference.facts)
+		}
+	})
 }

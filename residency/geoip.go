@@ -4,48 +4,131 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 
 	"github.com/oschwald/geoip2-golang/v2"
+	"github.com/oschwald/maxminddb-golang/v2"
 )
 
 // GeoIP resolves IP addresses to ISO 3166-1 alpha-2 country codes using a
-// MaxMind database (GeoIP2/GeoLite2 Country, City or Enterprise) in MMDB
-// format. It is safe for concurrent use, including calling Close while
-// lookups are in flight: Close waits for them, and lookups after Close
-// return "". That makes it safe to swap in a fresh database and close the
-// old one while the router keeps serving.
+// country database in MMDB format. Two kinds of database are supported:
+//
+//   - MaxMind GeoIP2/GeoLite2 Country, City or Enterprise databases (and the
+//     DB-IP databases compatible with them), read with
+//     github.com/oschwald/geoip2-golang/v2;
+//   - "flat" country databases whose records are {"country_code": "XX"},
+//     such as the free geo-whois-asn-country database of ip-location-db
+//     (npm package @ip-location-db/geo-whois-asn-country-mmdb, installed by
+//     `make geoip`; CC BY 4.0, see NOTICE), read with
+//     github.com/oschwald/maxminddb-golang/v2.
+//
+// [OpenGeoIP] tells them apart by the database type in the file's metadata.
+//
+// A GeoIP is safe for concurrent use, including calling Close while lookups
+// are in flight: Close waits for them, and lookups after Close return "".
+// That makes it safe to swap in a fresh database and close the old one while
+// the router keeps serving.
 type GeoIP struct {
 	mu     sync.RWMutex
-	reader *geoip2.Reader // nil once closed
+	reader *geoip2.Reader    // MaxMind format; nil if flat or closed
+	flat   *maxminddb.Reader // flat format; nil if MaxMind or closed
+	dbType string
 }
 
-// OpenGeoIP opens the MMDB file at path (memory-mapped). It fails if the file
-// is not a MaxMind database or its type does not support country lookups.
+// OpenGeoIP opens the MMDB file at path (memory-mapped). The database type in
+// its metadata decides how it is read:
+//
+//   - a MaxMind type known to geoip2-golang ("GeoIP2-Country",
+//     "GeoLite2-Country", "GeoIP2-City", ...) is read as a MaxMind database;
+//     a type without country data (such as "GeoLite2-ASN") is an error;
+//   - any other type containing "country" in any case (ip-location-db
+//     writes "country ipvAll", "country ipv4" or "country ipv6") is read as
+//     a flat database, provided one of its first records has a string
+//     country_code;
+//   - anything else is an error.
 func OpenGeoIP(path string) (*GeoIP, error) {
 	r, err := geoip2.Open(path)
-	if err != nil {
-		if r != nil {
-			_ = r.Close()
+	if err == nil {
+		// Probe once so that, say, an ASN database is rejected now rather
+		// than silently returning "" for every address.
+		if _, err := r.Country(netip.IPv4Unspecified()); err != nil {
+			var ime geoip2.InvalidMethodError
+			if errors.As(err, &ime) {
+				_ = r.Close()
+				return nil, fmt.Errorf("residency: open geo-IP database %s: %w", path, err)
+			}
 		}
+		return &GeoIP{reader: r, dbType: r.Metadata().DatabaseType}, nil
+	}
+	if r != nil {
+		_ = r.Close()
+	}
+	var ute geoip2.UnknownDatabaseTypeError
+	if !errors.As(err, &ute) {
 		return nil, fmt.Errorf("residency: open geo-IP database: %w", err)
 	}
-	// Probe once so that, say, an ASN database is rejected now rather than
-	// silently returning "" for every address.
-	if _, err := r.Country(netip.IPv4Unspecified()); err != nil {
-		var ime geoip2.InvalidMethodError
-		if errors.As(err, &ime) {
-			_ = r.Close()
-			return nil, fmt.Errorf("residency: open geo-IP database %s: %w", path, err)
+	if !strings.Contains(strings.ToLower(ute.DatabaseType), "country") {
+		return nil, fmt.Errorf("residency: open geo-IP database %s: database type %q is neither a MaxMind country database nor a flat country_code database",
+			path, ute.DatabaseType)
+	}
+	m, err := maxminddb.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("residency: open geo-IP database: %w", err)
+	}
+	if err := checkFlat(m); err != nil {
+		_ = m.Close()
+		return nil, fmt.Errorf("residency: open geo-IP database %s (type %q): %w", path, ute.DatabaseType, err)
+	}
+	return &GeoIP{flat: m, dbType: m.Metadata.DatabaseType}, nil
+}
+
+// checkFlat checks that the database's records have a string country_code,
+// so that a database of some other shape is rejected when it is opened
+// rather than answering "" for every address. It looks at the first
+// flatSample records and passes if any of them has one (or if the database
+// is empty).
+func checkFlat(m *maxminddb.Reader) error {
+	seen := 0
+	var first netip.Prefix
+	for res := range m.Networks() {
+		var rec map[string]any
+		if err := res.Decode(&rec); err != nil {
+			return fmt.Errorf("record for %s: %w", res.Prefix(), err)
+		}
+		if _, ok := rec["country_code"].(string); ok {
+			return nil
+		}
+		if seen == 0 {
+			first = res.Prefix()
+		}
+		if seen++; seen == flatSample {
+			break
 		}
 	}
-	return &GeoIP{reader: r}, nil
+	if seen == 0 {
+		return nil
+	}
+	return fmt.Errorf("none of the first %d records (from %s) has a country_code string: not a flat country database", seen, first)
+}
+
+// flatSample is how many records checkFlat looks at.
+const flatSample = 16
+
+// DatabaseType returns the database type recorded in the database's metadata,
+// for example "GeoLite2-Country" or "country ipvAll", or "" if g is nil.
+func (g *GeoIP) DatabaseType() string {
+	if g == nil {
+		return ""
+	}
+	return g.dbType
 }
 
 // Country returns the ISO 3166-1 alpha-2 code of the country where ip is
 // located, upper-case, or "" if the database does not know ip, ip is not
-// valid, the lookup fails, or g is nil or closed. IPv4-mapped IPv6 addresses
-// are looked up as IPv4. Country never panics.
+// valid, the lookup fails, the database's answer is not two ASCII letters,
+// or g is nil or closed. IPv4-mapped IPv6 addresses are looked up as IPv4.
+// Country never panics.
 func (g *GeoIP) Country(ip netip.Addr) string {
 	if g == nil || !ip.IsValid() {
 		return ""
@@ -53,14 +136,32 @@ func (g *GeoIP) Country(ip netip.Addr) string {
 	ip = ip.Unmap().WithZone("")
 	g.mu.RLock()
 	defer g.mu.RUnlock()
-	if g.reader == nil {
+	switch {
+	case g.reader != nil:
+		rec, err := g.reader.Country(ip)
+		if err != nil || rec == nil {
+			return ""
+		}
+		return normCountry(rec.Country.ISOCode)
+	case g.flat != nil:
+		var code string
+		if err := g.flat.Lookup(ip).DecodePath(&code, "country_code"); err != nil {
+			return ""
+		}
+		return normCountry(code)
+	}
+	return ""
+}
+
+// normCountry returns code upper-cased if it is two ASCII letters, else "".
+func normCountry(code string) string {
+	if _, ok := countryIndex(code); !ok {
 		return ""
 	}
-	rec, err := g.reader.Country(ip)
-	if err != nil || rec == nil {
-		return ""
+	if validCountry(code) {
+		return code
 	}
-	return rec.Country.ISOCode
+	return strings.ToUpper(code)
 }
 
 // Close releases the database. It waits for lookups in progress, is
@@ -71,10 +172,13 @@ func (g *GeoIP) Close() error {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.reader == nil {
-		return nil
+	var err error
+	switch {
+	case g.reader != nil:
+		err = g.reader.Close()
+	case g.flat != nil:
+		err = g.flat.Close()
 	}
-	err := g.reader.Close()
-	g.reader = nil
+	g.reader, g.flat = nil, nil
 	return err
 }

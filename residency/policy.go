@@ -20,11 +20,22 @@ type Policy struct {
 	doc document
 
 	// Lookup tables built by compile once the document is valid.
-	regionNames []string             // sorted
-	exact       map[string]*Decision // lower-case domain -> decision
-	wildcard    map[string]*Decision // lower-case suffix of "*.suffix" -> decision
-	country     [26 * 26]*Decision   // index countryIndex(code)
+	regionNames []string               // sorted
+	pref        map[string]*preference // region -> how a preference for it is treated
+	prefUnknown string                 // explanation prefix: preference for an unknown region ignored
+	tenant      map[string]*Decision   // tenant id -> decision
+	exact       map[string]*Decision   // lower-case domain -> decision
+	wildcard    map[string]*Decision   // lower-case suffix of "*.suffix" -> decision
+	country     [26 * 26]*Decision     // index countryIndex(code)
 	def         Decision
+}
+
+// preference is the precomputed treatment of a user's preference for one
+// region: honoured (dec != nil) or ignored (ignored explains why, as a
+// prefix of the explanation of the decision that applies instead).
+type preference struct {
+	dec     *Decision
+	ignored string
 }
 
 // document mirrors the YAML file. Fields are decoded strictly: a key that is
@@ -34,6 +45,7 @@ type document struct {
 	Regions      map[string]regionDoc `yaml:"regions"`
 	Default      string               `yaml:"default"`
 	EmailDomains map[string]string    `yaml:"email_domains"`
+	Tenants      map[string]string    `yaml:"tenants"`
 	Preference   *preferenceDoc       `yaml:"preference"`
 	Transfers    map[string]string    `yaml:"transfers"`
 }
@@ -57,6 +69,16 @@ type Facts struct {
 	// Country is the client's ISO 3166-1 alpha-2 country code, usually from
 	// [GeoIP.Country], or "" if unknown.
 	Country string
+	// Tenant is the id of the tenant (customer organisation) the user signs
+	// up under, or "" if none. It is matched exactly against the policy's
+	// tenants section (tenant ids are lower-case).
+	Tenant string
+	// Preference is the region the user explicitly asked for, or "" if
+	// none. It is honoured only if the policy allows it (see
+	// [Policy.AllowsPreference]); otherwise it is ignored and the
+	// explanation says so. It is matched exactly (region names are
+	// lower-case).
+	Preference string
 }
 
 // Decision is the outcome of [Policy.Evaluate].
@@ -65,17 +87,21 @@ type Decision struct {
 	// policy's regions.
 	Region string
 	// Rule identifies the rule that decided, in a stable machine-readable
-	// form: "email_domain:acme.de", "email_domain:*.gov.uk", "country:SG"
-	// or "default". Domains are lower-cased.
+	// form: "preference:eu-west", "tenant:acme-corp",
+	// "email_domain:acme.de", "email_domain:*.gov.uk", "country:SG" or
+	// "default". Domains are lower-cased.
 	Rule string
-	// Explanation is a human-readable sentence saying why Rule applied. It
-	// never contains the email address.
+	// Explanation is a human-readable sentence saying why Rule applied (and,
+	// if the user's preference was ignored, why). It never contains the
+	// email address or a preference that is not one of the policy's regions.
 	Explanation string
 }
 
 // Rule identifiers for the default decision and the prefixes of the others.
 const (
 	RuleDefault           = "default"
+	RulePrefixPreference  = "preference:"
+	RulePrefixTenant      = "tenant:"
 	RulePrefixEmailDomain = "email_domain:"
 	RulePrefixCountry     = "country:"
 )
@@ -87,6 +113,7 @@ const (
 	maxDomainLen       = 253
 	maxLabelLen        = 63
 	maxTransferNameLen = 64
+	maxTenantIDLen     = 64
 )
 
 // Parse decodes and validates a residency policy from YAML. Unknown fields,
@@ -94,24 +121,27 @@ const (
 // errors. If the policy decodes but is invalid, the error is a
 // [*ValidationError] listing every problem (use errors.As to get it).
 func Parse(data []byte) (*Policy, error) {
-	doc, err := decode(data)
+	doc, root, err := decode(data)
 	if err != nil {
 		return nil, err
 	}
 	p := &Policy{doc: doc}
-	if err := p.Validate(); err != nil {
+	if err := p.validate(newLocator(root)); err != nil {
 		return nil, err
 	}
 	p.compile()
 	return p, nil
 }
 
-// decode decodes exactly one strict YAML document. The YAML decoder is not
-// expected to panic, but a policy checker must not crash on a hostile file,
-// so a panic is turned into an error.
-func decode(data []byte) (doc document, err error) {
+// decode decodes exactly one strict YAML document. It also returns the
+// document's node tree, which validation uses to report line numbers (nil
+// if it cannot be built). The YAML decoder is not expected to panic, but a
+// policy checker must not crash on a hostile file, so a panic is turned into
+// an error.
+func decode(data []byte) (doc document, root *yaml.Node, err error) {
 	defer func() {
 		if r := recover(); r != nil {
+			root = nil
 			err = fmt.Errorf("residency: parse policy: YAML decoder panic: %v", r)
 		}
 	}()
@@ -119,18 +149,24 @@ func decode(data []byte) (doc document, err error) {
 	dec.KnownFields(true)
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			return doc, errors.New("residency: parse policy: empty document")
+			return doc, nil, errors.New("residency: parse policy: empty document")
 		}
-		return doc, fmt.Errorf("residency: parse policy: %w", err)
+		return doc, nil, fmt.Errorf("residency: parse policy: %w", err)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		if err != nil {
-			return doc, fmt.Errorf("residency: parse policy: %w", err)
+			return doc, nil, fmt.Errorf("residency: parse policy: %w", err)
 		}
-		return doc, errors.New("residency: parse policy: more than one YAML document")
+		return doc, nil, errors.New("residency: parse policy: more than one YAML document")
 	}
-	return doc, nil
+	// Decoding into a struct loses positions, so parse the (now known to be
+	// well-formed, single) document a second time into a node tree.
+	var node yaml.Node
+	if yaml.Unmarshal(data, &node) == nil {
+		root = &node
+	}
+	return doc, root, nil
 }
 
 // Load reads the policy file at path and parses it with [Parse]. Errors
@@ -194,11 +230,76 @@ func (p *Policy) TransferAllowed(kind string) bool {
 	return p.doc.Transfers[kind] == "allow"
 }
 
+// Summary describes the policy in one line for humans, for example
+// "version 3, 3 regions, 14 countries, 2 email-domain rules, 1 tenant rule,
+// default us-east, preference allowed within [EU]".
+func (p *Policy) Summary() string {
+	d := &p.doc
+	countries := 0
+	for _, r := range d.Regions {
+		countries += len(r.Countries)
+	}
+	plural := func(n int, one, many string) string {
+		if n == 1 {
+			return "1 " + one
+		}
+		return fmt.Sprintf("%d %s", n, many)
+	}
+	var pref string
+	switch {
+	case d.Preference == nil || !d.Preference.Allowed:
+		pref = "preference not allowed"
+	case len(d.Preference.OnlyWithin) == 0:
+		pref = "preference allowed for any region"
+	default:
+		pref = "preference allowed within [" + strings.Join(d.Preference.OnlyWithin, " ") + "]"
+	}
+	return fmt.Sprintf("version %d, %s, %s, %s, %s, default %s, %s",
+		d.Version, plural(len(d.Regions), "region", "regions"), plural(countries, "country", "countries"),
+		plural(len(d.EmailDomains), "email-domain rule", "email-domain rules"),
+		plural(len(d.Tenants), "tenant rule", "tenant rules"),
+		d.Default, pref)
+}
+
 // Evaluate decides the home region for a new user described by f. Rules are
-// tried in order: email domain (exact beats wildcard, longest wildcard
-// suffix wins), then country, then the policy default; see the package
-// documentation. Evaluate is a pure function and does not allocate.
+// tried in order, and the first that applies decides:
+//
+//  1. the user's preference, if the policy allows it ([Policy.AllowsPreference]);
+//     a preference the policy does not allow is ignored, and the explanation
+//     of the decision that applies instead says so;
+//  2. the tenant rule for f.Tenant;
+//  3. the email-domain rule for the domain of f.Email (exact beats
+//     wildcard, longest wildcard suffix wins);
+//  4. the country rule for f.Country;
+//  5. the policy default.
+//
+// Evaluate is a pure function. It does not allocate, except for one string
+// concatenation when it has to explain an ignored preference.
 func (p *Policy) Evaluate(f Facts) Decision {
+	if f.Preference != "" {
+		pr := p.pref[f.Preference]
+		if pr != nil && pr.dec != nil {
+			return *pr.dec
+		}
+		note := p.prefUnknown
+		if pr != nil {
+			note = pr.ignored
+		}
+		d := p.evaluateRules(f)
+		d.Explanation = note + d.Explanation
+		return d
+	}
+	return p.evaluateRules(f)
+}
+
+// evaluateRules applies the rules after the preference: tenant, email
+// domain, country, default.
+func (p *Policy) evaluateRules(f Facts) Decision {
+	if f.Tenant != "" {
+		if d := p.tenant[f.Tenant]; d != nil {
+			return *d
+		}
+	}
 	if d := p.matchEmail(f.Email); d != nil {
 		return *d
 	}
@@ -320,10 +421,51 @@ func (p *Policy) compile() {
 		}
 	}
 
+	p.tenant = make(map[string]*Decision, len(d.Tenants))
+	for id, region := range d.Tenants {
+		p.tenant[id] = &Decision{
+			Region: region,
+			Rule:   RulePrefixTenant + id,
+			Explanation: fmt.Sprintf("tenant %s is assigned to %s by policy version %d",
+				id, where(region), d.Version),
+		}
+	}
+
+	// Preferences: one entry per region, honoured or ignored.
+	pref := d.Preference
+	var within string // "regions in jurisdictions EU, UK", "any region", or "" if not allowed
+	if pref != nil && pref.Allowed {
+		within = "any region"
+		if len(pref.OnlyWithin) > 0 {
+			within = "regions in jurisdictions " + strings.Join(pref.OnlyWithin, ", ")
+		}
+	}
+	p.pref = make(map[string]*preference, len(p.regionNames))
+	for _, region := range p.regionNames {
+		switch {
+		case p.AllowsPreference(region):
+			p.pref[region] = &preference{dec: &Decision{
+				Region: region,
+				Rule:   RulePrefixPreference + region,
+				Explanation: fmt.Sprintf("the user asked for %s, and policy version %d lets users choose %s",
+					where(region), d.Version, within),
+			}}
+		case within == "":
+			p.pref[region] = &preference{ignored: fmt.Sprintf(
+				"the user's preference for region %s was ignored because policy version %d does not let users choose their region; ",
+				region, d.Version)}
+		default:
+			p.pref[region] = &preference{ignored: fmt.Sprintf(
+				"the user's preference for region %s was ignored because policy version %d only lets users choose %s; ",
+				region, d.Version, within)}
+		}
+	}
+	p.prefUnknown = fmt.Sprintf("the user's preferred region was ignored because it is not a region of policy version %d; ", d.Version)
+
 	p.def = Decision{
 		Region: d.Default,
 		Rule:   RuleDefault,
-		Explanation: fmt.Sprintf("no email-domain or country rule matched, so the default of policy version %d applies: %s",
+		Explanation: fmt.Sprintf("no tenant, email-domain or country rule matched, so the default of policy version %d applies: %s",
 			d.Version, where(d.Default)),
 	}
 }

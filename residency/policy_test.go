@@ -32,6 +32,7 @@ email_domains:
   "*.police.gov.uk": uk-south
   mod.gov.uk: us-east
   Example.SG: ap-southeast
+tenants: {acme-corp: uk-south, globex: ap-southeast}
 preference: {allowed: true, only_within: [EU, UK]}
 transfers: {travel_sessions: allow, analytics_export: deny}
 `
@@ -130,15 +131,33 @@ func TestEvaluate(t *testing.T) {
 		{"unmapped country", residency.Facts{Country: "BR"}, "us-east", "default", ""},
 		{"malformed country", residency.Facts{Country: "SGP"}, "us-east", "default", ""},
 		{"non-letter country", residency.Facts{Country: "S@"}, "us-east", "default", ""},
+		{"tenant", residency.Facts{Tenant: "globex"}, "ap-southeast", "tenant:globex",
+			`tenant globex is assigned to region ap-southeast (jurisdiction SG) by policy version 7`},
+		{"tenant beats email and country", residency.Facts{Email: "jo@acme.de", Country: "US", Tenant: "acme-corp"}, "uk-south", "tenant:acme-corp", ""},
+		{"unknown tenant falls through", residency.Facts{Email: "jo@acme.de", Tenant: "initech"}, "eu-west", "email_domain:acme.de", ""},
+		{"tenant ids are matched exactly", residency.Facts{Country: "SG", Tenant: "ACME-CORP"}, "ap-southeast", "country:SG", ""},
+		{"preference honoured", residency.Facts{Email: "jo@example.sg", Tenant: "globex", Preference: "eu-west"}, "eu-west", "preference:eu-west",
+			`the user asked for region eu-west (jurisdiction EU), and policy version 7 lets users choose regions in jurisdictions EU, UK`},
+		{"preference in second jurisdiction", residency.Facts{Preference: "uk-south"}, "uk-south", "preference:uk-south", ""},
+		{"preference outside only_within ignored", residency.Facts{Email: "jo@acme.de", Preference: "us-east"}, "eu-west", "email_domain:acme.de",
+			`the user's preference for region us-east was ignored because policy version 7 only lets users choose regions in jurisdictions EU, UK; ` +
+				`email domain is acme.de (rule "acme.de"), which policy version 7 maps to region eu-west (jurisdiction EU)`},
+		{"ignored preference falls through to tenant", residency.Facts{Tenant: "globex", Preference: "ap-southeast"}, "ap-southeast", "tenant:globex", ""},
+		{"unknown preference ignored", residency.Facts{Country: "BR", Preference: "mars-base-1"}, "us-east", "default",
+			`the user's preferred region was ignored because it is not a region of policy version 7; ` +
+				`no tenant, email-domain or country rule matched, so the default of policy version 7 applies: region us-east (jurisdiction US)`},
+		{"preferred regions are matched exactly", residency.Facts{Country: "SG", Preference: "EU-WEST"}, "ap-southeast", "country:SG",
+			`the user's preferred region was ignored because it is not a region of policy version 7; ` +
+				`client country SG is mapped to region ap-southeast (jurisdiction SG) by policy version 7`},
 		{"nothing known", residency.Facts{}, "us-east", "default",
-			`no email-domain or country rule matched, so the default of policy version 7 applies: region us-east (jurisdiction US)`},
+			`no tenant, email-domain or country rule matched, so the default of policy version 7 applies: region us-east (jurisdiction US)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := p.Evaluate(tt.facts)
 			if got.Region != tt.region || got.Rule != tt.rule {
-				t.Fatalf("Evaluate(%q, %q) = {Region:%s Rule:%s}, want {Region:%s Rule:%s}",
-					tt.facts.Email, tt.facts.Country, got.Region, got.Rule, tt.region, tt.rule)
+				t.Fatalf("Evaluate(%+v) = {Region:%s Rule:%s}, want {Region:%s Rule:%s}",
+					tt.facts, got.Region, got.Rule, tt.region, tt.rule)
 			}
 			if tt.explain != "" && got.Explanation != tt.explain {
 				t.Errorf("Explanation = %q, want %q", got.Explanation, tt.explain)
@@ -210,6 +229,55 @@ func TestAllowsPreference(t *testing.T) {
 	}
 }
 
+// TestEvaluatePreferencePolicies covers the preference section's variants:
+// absent, not allowed, allowed for any region.
+func TestEvaluatePreferencePolicies(t *testing.T) {
+	const base = "version: 2\nregions: {a: {jurisdiction: X, countries: [DE]}, b: {jurisdiction: Y}}\ndefault: b\n"
+	tests := []struct {
+		name, pref        string
+		preference        string
+		region, rule      string
+		explainStartsWith string
+	}{
+		{"no preference section", "", "a", "b", "default",
+			"the user's preference for region a was ignored because policy version 2 does not let users choose their region; no tenant"},
+		{"allowed false", "preference: {allowed: false, only_within: [X]}\n", "a", "b", "default",
+			"the user's preference for region a was ignored because policy version 2 does not let users choose their region; "},
+		{"allowed, any region", "preference: {allowed: true}\n", "a", "a", "preference:a",
+			"the user asked for region a (jurisdiction X), and policy version 2 lets users choose any region"},
+		{"allowed, empty only_within", "preference: {allowed: true, only_within: []}\n", "b", "b", "preference:b", ""},
+		{"allowed within Y", "preference: {allowed: true, only_within: [Y]}\n", "a", "b", "default",
+			"the user's preference for region a was ignored because policy version 2 only lets users choose regions in jurisdictions Y; "},
+		{"no preference given", "preference: {allowed: true}\n", "", "b", "default", "no tenant, email-domain"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := mustParse(t, base+tt.pref)
+			got := p.Evaluate(residency.Facts{Preference: tt.preference})
+			if got.Region != tt.region || got.Rule != tt.rule || !strings.HasPrefix(got.Explanation, tt.explainStartsWith) {
+				t.Errorf("Evaluate(preference %q) = %+v, want {%s %s %q...}", tt.preference, got, tt.region, tt.rule, tt.explainStartsWith)
+			}
+			if allowed := tt.preference != "" && p.AllowsPreference(tt.preference); allowed != (got.Rule == "preference:"+tt.preference) {
+				t.Errorf("AllowsPreference(%q) = %v disagrees with Evaluate's rule %s", tt.preference, allowed, got.Rule)
+			}
+		})
+	}
+}
+
+func TestSummary(t *testing.T) {
+	for _, tt := range []struct{ src, want string }{
+		{testPolicy, "version 7, 4 regions, 8 countries, 6 email-domain rules, 2 tenant rules, default us-east, preference allowed within [EU UK]"},
+		{"version: 1\nregions: {a: {jurisdiction: X, countries: [DE]}}\ndefault: a\nemail_domains: {a.de: a}\ntenants: {t: a}\npreference: {allowed: true}\n",
+			"version 1, 1 region, 1 country, 1 email-domain rule, 1 tenant rule, default a, preference allowed for any region"},
+		{"version: 1\nregions: {a: {jurisdiction: X}}\ndefault: a\n",
+			"version 1, 1 region, 0 countries, 0 email-domain rules, 0 tenant rules, default a, preference not allowed"},
+	} {
+		if got := mustParse(t, tt.src).Summary(); got != tt.want {
+			t.Errorf("Summary() = %q, want %q", got, tt.want)
+		}
+	}
+}
+
 func TestTransferAllowed(t *testing.T) {
 	p := mustParse(t, testPolicy)
 	for kind, want := range map[string]bool{
@@ -266,7 +334,9 @@ func TestValidate(t *testing.T) {
 	const invalidName = `invalid region name %q: must be 1-32 lower-case letters, digits or '-'`
 	const badDomain = `invalid domain: want a host name like "example.com" or a wildcard like "*.example.com"`
 	const badCountry = `invalid country code %q: must be 2 upper-case letters (ISO 3166-1 alpha-2)`
-	pr := func(field, msg string) residency.Problem { return residency.Problem{Field: field, Message: msg} }
+	pr := func(line int, field, msg string) residency.Problem {
+		return residency.Problem{Field: field, Line: line, Message: msg}
+	}
 	tests := []struct {
 		name string
 		src  string
@@ -275,52 +345,52 @@ func TestValidate(t *testing.T) {
 		{
 			name: "unknown region in email domain",
 			src:  "version: 1\nregions: {eu-west: {jurisdiction: EU}}\ndefault: eu-west\nemail_domains: {acme.de: eu-wst}\n",
-			want: []residency.Problem{pr(`email_domains["acme.de"]`, `unknown region "eu-wst"`)},
+			want: []residency.Problem{pr(4, `email_domains["acme.de"]`, `unknown region "eu-wst"`)},
 		},
 		{
 			name: "country mapped twice",
 			src:  "version: 1\nregions:\n  eu-west: {jurisdiction: EU, countries: [DE]}\n  us-east: {jurisdiction: US, countries: [US, DE]}\ndefault: us-east\n",
-			want: []residency.Problem{pr("regions.us-east.countries[1]", `country "DE" is already mapped to eu-west`)},
+			want: []residency.Problem{pr(4, "regions.us-east.countries[1]", `country "DE" is already mapped to eu-west`)},
 		},
 		{
 			name: "country listed twice in one region",
 			src:  "version: 1\nregions: {eu-west: {jurisdiction: EU, countries: [DE, FR, DE]}}\ndefault: eu-west\n",
-			want: []residency.Problem{pr("regions.eu-west.countries[2]", `country "DE" is listed twice`)},
+			want: []residency.Problem{pr(2, "regions.eu-west.countries[2]", `country "DE" is listed twice`)},
 		},
 		{
 			name: "default missing",
 			src:  "version: 1\nregions: {eu-west: {jurisdiction: EU}}\n",
-			want: []residency.Problem{pr("default", "required")},
+			want: []residency.Problem{pr(0, "default", "required")},
 		},
 		{
 			name: "default unknown",
 			src:  "version: 1\nregions: {eu-west: {jurisdiction: EU}}\ndefault: x\n",
-			want: []residency.Problem{pr("default", `unknown region "x"`)},
+			want: []residency.Problem{pr(3, "default", `unknown region "x"`)},
 		},
 		{
 			name: "version missing",
 			src:  "regions: {eu-west: {jurisdiction: EU}}\ndefault: eu-west\n",
-			want: []residency.Problem{pr("version", "must be >= 1")},
+			want: []residency.Problem{pr(0, "version", "must be >= 1")},
 		},
 		{
 			name: "version negative",
 			src:  "version: -3\nregions: {eu-west: {jurisdiction: EU}}\ndefault: eu-west\n",
-			want: []residency.Problem{pr("version", "must be >= 1")},
+			want: []residency.Problem{pr(1, "version", "must be >= 1")},
 		},
 		{
 			name: "no regions",
 			src:  "version: 1\ndefault: eu-west\n",
 			want: []residency.Problem{
-				pr("regions", "at least one region is required"),
-				pr("default", `unknown region "eu-west"`),
+				pr(0, "regions", "at least one region is required"),
+				pr(2, "default", `unknown region "eu-west"`),
 			},
 		},
 		{
 			name: "empty regions mapping",
 			src:  "version: 1\nregions: {}\ndefault: eu-west\n",
 			want: []residency.Problem{
-				pr("regions", "at least one region is required"),
-				pr("default", `unknown region "eu-west"`),
+				pr(2, "regions", "at least one region is required"),
+				pr(3, "default", `unknown region "eu-west"`),
 			},
 		},
 		{
@@ -329,30 +399,30 @@ func TestValidate(t *testing.T) {
 				strings.Repeat("a", 33) + ": {jurisdiction: EU}\n  " + strings.Repeat("b", 32) + ": {jurisdiction: EU}\n  0-ok-: {jurisdiction: EU}\n" +
 				"default: 0-ok-\n",
 			want: []residency.Problem{
-				pr(`regions["EU"]`, fmt.Sprintf(invalidName, "EU")),
-				pr(`regions["`+strings.Repeat("a", 33)+`"]`, fmt.Sprintf(invalidName, strings.Repeat("a", 33))),
-				pr(`regions["eu_west"]`, fmt.Sprintf(invalidName, "eu_west")),
+				pr(3, `regions["EU"]`, fmt.Sprintf(invalidName, "EU")),
+				pr(5, `regions["`+strings.Repeat("a", 33)+`"]`, fmt.Sprintf(invalidName, strings.Repeat("a", 33))),
+				pr(4, `regions["eu_west"]`, fmt.Sprintf(invalidName, "eu_west")),
 			},
 		},
 		{
 			name: "jurisdictions",
 			src:  "version: 1\nregions: {a: {countries: [DE]}, b: {jurisdiction: eu}, c: {jurisdiction: EU-1}, d: {jurisdiction: EU27}}\ndefault: a\n",
 			want: []residency.Problem{
-				pr("regions.a.jurisdiction", "required"),
-				pr("regions.b.jurisdiction", `invalid jurisdiction "eu": must be 1-16 upper-case letters or digits`),
-				pr("regions.c.jurisdiction", `invalid jurisdiction "EU-1": must be 1-16 upper-case letters or digits`),
+				pr(2, "regions.a.jurisdiction", "required"),
+				pr(2, "regions.b.jurisdiction", `invalid jurisdiction "eu": must be 1-16 upper-case letters or digits`),
+				pr(2, "regions.c.jurisdiction", `invalid jurisdiction "EU-1": must be 1-16 upper-case letters or digits`),
 			},
 		},
 		{
 			name: "country codes",
 			src:  "version: 1\nregions: {a: {jurisdiction: X, countries: [de, DEU, D, \"\", D1, ÄÖ, DE]}}\ndefault: a\n",
 			want: []residency.Problem{
-				pr("regions.a.countries[0]", fmt.Sprintf(badCountry, "de")),
-				pr("regions.a.countries[1]", fmt.Sprintf(badCountry, "DEU")),
-				pr("regions.a.countries[2]", fmt.Sprintf(badCountry, "D")),
-				pr("regions.a.countries[3]", fmt.Sprintf(badCountry, "")),
-				pr("regions.a.countries[4]", fmt.Sprintf(badCountry, "D1")),
-				pr("regions.a.countries[5]", fmt.Sprintf(badCountry, "ÄÖ")),
+				pr(2, "regions.a.countries[0]", fmt.Sprintf(badCountry, "de")),
+				pr(2, "regions.a.countries[1]", fmt.Sprintf(badCountry, "DEU")),
+				pr(2, "regions.a.countries[2]", fmt.Sprintf(badCountry, "D")),
+				pr(2, "regions.a.countries[3]", fmt.Sprintf(badCountry, "")),
+				pr(2, "regions.a.countries[4]", fmt.Sprintf(badCountry, "D1")),
+				pr(2, "regions.a.countries[5]", fmt.Sprintf(badCountry, "ÄÖ")),
 			},
 		},
 		{
@@ -363,37 +433,37 @@ func TestValidate(t *testing.T) {
 				"  -acme.de: a\n  acme-.de: a\n  acme_corp.de: a\n  münchen.de: a\n  \"@acme.de\": a\n  \"acme.de \": a\n" +
 				"  " + strings.Repeat("x", 64) + ".de: a\n  " + strings.Repeat("abcdefghi.", 26) + "com: a\n",
 			want: []residency.Problem{
-				pr(`email_domains["*"]`, badDomain),
-				pr(`email_domains["**.uk"]`, badDomain),
-				pr(`email_domains["*."]`, badDomain),
-				pr(`email_domains["-acme.de"]`, badDomain),
-				pr(`email_domains[".acme.de"]`, badDomain),
-				pr(`email_domains["@acme.de"]`, badDomain),
-				pr(`email_domains["a.*.uk"]`, badDomain),
-				pr(`email_domains["`+strings.Repeat("abcdefghi.", 26)+`com"]`, badDomain),
-				pr(`email_domains["acme-.de"]`, badDomain),
-				pr(`email_domains["acme..de"]`, badDomain),
-				pr(`email_domains["acme.de "]`, badDomain),
-				pr(`email_domains["acme.de."]`, badDomain),
-				pr(`email_domains["acme_corp.de"]`, badDomain),
-				pr(`email_domains["de"]`, badDomain),
-				pr(`email_domains["münchen.de"]`, badDomain),
-				pr(`email_domains["`+strings.Repeat("x", 64)+`.de"]`, badDomain),
+				pr(11, `email_domains["*"]`, badDomain),
+				pr(12, `email_domains["**.uk"]`, badDomain),
+				pr(10, `email_domains["*."]`, badDomain),
+				pr(17, `email_domains["-acme.de"]`, badDomain),
+				pr(15, `email_domains[".acme.de"]`, badDomain),
+				pr(21, `email_domains["@acme.de"]`, badDomain),
+				pr(13, `email_domains["a.*.uk"]`, badDomain),
+				pr(24, `email_domains["`+strings.Repeat("abcdefghi.", 26)+`com"]`, badDomain),
+				pr(18, `email_domains["acme-.de"]`, badDomain),
+				pr(14, `email_domains["acme..de"]`, badDomain),
+				pr(22, `email_domains["acme.de "]`, badDomain),
+				pr(16, `email_domains["acme.de."]`, badDomain),
+				pr(19, `email_domains["acme_corp.de"]`, badDomain),
+				pr(9, `email_domains["de"]`, badDomain),
+				pr(20, `email_domains["münchen.de"]`, badDomain),
+				pr(23, `email_domains["`+strings.Repeat("x", 64)+`.de"]`, badDomain),
 			},
 		},
 		{
 			name: "domains equal up to case",
 			src:  "version: 1\nregions: {a: {jurisdiction: X}, b: {jurisdiction: Y}}\ndefault: a\nemail_domains: {\"*.Gov.UK\": a, \"*.gov.uk\": b, acme.de: a}\n",
 			want: []residency.Problem{
-				pr(`email_domains["*.gov.uk"]`, `same domain as "*.Gov.UK" (domains are case-insensitive)`),
+				pr(4, `email_domains["*.gov.uk"]`, `same domain as "*.Gov.UK" (domains are case-insensitive)`),
 			},
 		},
 		{
 			name: "domain without region",
 			src:  "version: 1\nregions: {a: {jurisdiction: X}}\ndefault: a\nemail_domains: {acme.de: \"\", acme.fr: }\n",
 			want: []residency.Problem{
-				pr(`email_domains["acme.de"]`, "region required"),
-				pr(`email_domains["acme.fr"]`, "region required"),
+				pr(4, `email_domains["acme.de"]`, "region required"),
+				pr(4, `email_domains["acme.fr"]`, "region required"),
 			},
 		},
 		{
@@ -401,10 +471,87 @@ func TestValidate(t *testing.T) {
 			src: "version: 1\nregions: {a: {jurisdiction: X}}\ndefault: a\npreference: {allowed: true, only_within: [X, Y]}\n" +
 				"transfers: {travel_sessions: allow, analytics_export: maybe, Bad: deny, _x: allow, ok_2: deny}\n",
 			want: []residency.Problem{
-				pr("preference.only_within[1]", `unknown jurisdiction "Y"`),
-				pr(`transfers["Bad"]`, "invalid name: must be lower-case letters, digits or '_', starting with a letter"),
-				pr(`transfers["_x"]`, "invalid name: must be lower-case letters, digits or '_', starting with a letter"),
-				pr(`transfers["analytics_export"]`, `invalid value "maybe": must be allow or deny`),
+				pr(4, "preference.only_within[1]", `unknown jurisdiction "Y"`),
+				pr(5, `transfers["Bad"]`, "invalid name: must be lower-case letters, digits or '_', starting with a letter"),
+				pr(5, `transfers["_x"]`, "invalid name: must be lower-case letters, digits or '_', starting with a letter"),
+				pr(5, `transfers["analytics_export"]`, `invalid value "maybe": must be allow or deny`),
+			},
+		},
+		{
+			name: "tenants",
+			src: "version: 1\nregions: {a: {jurisdiction: X}}\ndefault: a\ntenants:\n" +
+				"  acme-corp: a\n  0-x-: a\n  " + strings.Repeat("t", 64) + ": a\n" + // valid
+				"  Acme: a\n  acme_corp: a\n  " + strings.Repeat("t", 65) + ": a\n  globex: b\n  initech: \"\"\n  hooli:\n",
+			want: []residency.Problem{
+				pr(8, `tenants["Acme"]`, `invalid tenant id "Acme": must be 1-64 lower-case letters, digits or '-'`),
+				pr(9, `tenants["acme_corp"]`, `invalid tenant id "acme_corp": must be 1-64 lower-case letters, digits or '-'`),
+				pr(11, `tenants["globex"]`, `unknown region "b"`),
+				pr(13, `tenants["hooli"]`, "region required"),
+				pr(12, `tenants["initech"]`, "region required"),
+				pr(10, `tenants["`+strings.Repeat("t", 65)+`"]`, fmt.Sprintf(`invalid tenant id %q: must be 1-64 lower-case letters, digits or '-'`, strings.Repeat("t", 65))),
+			},
+		},
+		{
+			name: "preference only_within",
+			src: "version: 1\nregions: {a: {jurisdiction: EU}, b: {jurisdiction: US}}\ndefault: a\npreference:\n  allowed: true\n  only_within:\n" +
+				"    - EU\n    - eu\n    - US\n    - EU\n    - UK\n",
+			want: []residency.Problem{
+				pr(8, "preference.only_within[1]", `unknown jurisdiction "eu"`),
+				pr(10, "preference.only_within[3]", `jurisdiction "EU" is listed twice`),
+				pr(11, "preference.only_within[4]", `unknown jurisdiction "UK"`),
+			},
+		},
+		{
+			name: "block style: every problem on its own line",
+			src: `# a comment
+version: 3
+regions:
+  eu-west:
+    jurisdiction: EU
+    countries:
+      - DE
+      - FR
+  us-east:
+    countries: [US, FR]
+default:
+  us-wst
+email_domains:
+  "acme.de":
+    eu-wst
+tenants:
+  acme-corp: ap
+`,
+			want: []residency.Problem{
+				pr(9, "regions.us-east.jurisdiction", "required"),
+				pr(10, "regions.us-east.countries[1]", `country "FR" is already mapped to eu-west`),
+				pr(12, "default", `unknown region "us-wst"`),
+				pr(15, `email_domains["acme.de"]`, `unknown region "eu-wst"`),
+				pr(17, `tenants["acme-corp"]`, `unknown region "ap"`),
+			},
+		},
+		{
+			// A value that comes through an alias or a merge key is reported
+			// where it is written (the anchor); an aliased value where it is used.
+			name: "aliases and merge keys",
+			src: `version: 1
+regions:
+  bad: &b {jurisdiction: eu, countries: [DE]}
+  other:
+    <<: *b
+    countries: [FR]
+  third: *b
+default: other
+tenants:
+  t1: &r nowhere
+  t2: *r
+`,
+			want: []residency.Problem{
+				pr(3, "regions.bad.jurisdiction", `invalid jurisdiction "eu": must be 1-16 upper-case letters or digits`),
+				pr(3, "regions.other.jurisdiction", `invalid jurisdiction "eu": must be 1-16 upper-case letters or digits`),
+				pr(3, "regions.third.jurisdiction", `invalid jurisdiction "eu": must be 1-16 upper-case letters or digits`),
+				pr(3, "regions.third.countries[0]", `country "DE" is already mapped to bad`),
+				pr(10, `tenants["t1"]`, `unknown region "nowhere"`),
+				pr(11, `tenants["t2"]`, `unknown region "nowhere"`),
 			},
 		},
 		{
@@ -422,22 +569,22 @@ preference: {allowed: true, only_within: [EU, XX]}
 transfers: {analytics_export: maybe}
 `,
 			want: []residency.Problem{
-				pr("version", "must be >= 1"),
-				pr(`regions["EU West"]`, fmt.Sprintf(invalidName, "EU West")),
-				pr(`regions["EU West"].jurisdiction`, `invalid jurisdiction "eu": must be 1-16 upper-case letters or digits`),
-				pr("regions.eu-west.countries[1]", fmt.Sprintf(badCountry, "fr")),
-				pr("regions.eu-west.countries[2]", `country "DE" is listed twice`),
-				pr("regions.us-east.countries[1]", `country "DE" is already mapped to eu-west`),
-				pr("regions.x.jurisdiction", "required"),
-				pr("regions.x.countries[0]", fmt.Sprintf(badCountry, "DEU")),
-				pr("default", `unknown region "nowhere"`),
-				pr(`email_domains["*."]`, badDomain),
-				pr(`email_domains["*.gov.uk"]`, "region required"),
-				pr(`email_domains["acme.de"]`, `same domain as "ACME.de" (domains are case-insensitive)`),
-				pr(`email_domains["acme.de"]`, `unknown region "eu-wst"`),
-				pr(`email_domains["bad..domain"]`, badDomain),
-				pr("preference.only_within[1]", `unknown jurisdiction "XX"`),
-				pr(`transfers["analytics_export"]`, `invalid value "maybe": must be allow or deny`),
+				pr(2, "version", "must be >= 1"),
+				pr(6, `regions["EU West"]`, fmt.Sprintf(invalidName, "EU West")),
+				pr(6, `regions["EU West"].jurisdiction`, `invalid jurisdiction "eu": must be 1-16 upper-case letters or digits`),
+				pr(4, "regions.eu-west.countries[1]", fmt.Sprintf(badCountry, "fr")),
+				pr(4, "regions.eu-west.countries[2]", `country "DE" is listed twice`),
+				pr(5, "regions.us-east.countries[1]", `country "DE" is already mapped to eu-west`),
+				pr(7, "regions.x.jurisdiction", "required"),
+				pr(7, "regions.x.countries[0]", fmt.Sprintf(badCountry, "DEU")),
+				pr(8, "default", `unknown region "nowhere"`),
+				pr(9, `email_domains["*."]`, badDomain),
+				pr(9, `email_domains["*.gov.uk"]`, "region required"),
+				pr(9, `email_domains["acme.de"]`, `same domain as "ACME.de" (domains are case-insensitive)`),
+				pr(9, `email_domains["acme.de"]`, `unknown region "eu-wst"`),
+				pr(9, `email_domains["bad..domain"]`, badDomain),
+				pr(10, "preference.only_within[1]", `unknown jurisdiction "XX"`),
+				pr(11, `transfers["analytics_export"]`, `invalid value "maybe": must be allow or deny`),
 			},
 		},
 	}
@@ -494,12 +641,39 @@ func TestValidationErrorString(t *testing.T) {
 			[]residency.Problem{{Field: "version", Message: "must be >= 1"}, {Field: "default", Message: "required"}},
 			"residency: invalid policy: 2 problems: version: must be >= 1; default: required",
 		},
+		{
+			[]residency.Problem{{Field: `email_domains["acme.de"]`, Line: 12, Message: `unknown region "eu-wst"`}, {Field: "default", Message: "required"}},
+			`residency: invalid policy: 2 problems: line 12: email_domains["acme.de"]: unknown region "eu-wst"; default: required`,
+		},
 	}
 	for _, tt := range tests {
 		err := &residency.ValidationError{Problems: tt.problems}
 		if got := err.Error(); got != tt.want {
 			t.Errorf("Error() = %q, want %q", got, tt.want)
 		}
+	}
+}
+
+func TestProblemString(t *testing.T) {
+	for _, tt := range []struct {
+		p    residency.Problem
+		want string
+	}{
+		{residency.Problem{Field: `email_domains["acme.de"]`, Line: 12, Message: `unknown region "eu-wst"`},
+			`line 12: email_domains["acme.de"]: unknown region "eu-wst"`},
+		{residency.Problem{Field: "default", Message: "required"}, "default: required"},
+	} {
+		if got := tt.p.String(); got != tt.want {
+			t.Errorf("String() = %q, want %q", got, tt.want)
+		}
+	}
+}
+
+// Validate on a parsed policy has no document to point into, but a parsed
+// policy is valid anyway.
+func TestValidateAfterParse(t *testing.T) {
+	if err := mustParse(t, testPolicy).Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
 	}
 }
 
@@ -523,7 +697,7 @@ func TestLoadErrors(t *testing.T) {
 	if !strings.HasPrefix(err.Error(), invalid+": ") {
 		t.Errorf("Load(invalid) error %q does not start with the path", err)
 	}
-	if want := []residency.Problem{{Field: "default", Message: `unknown region "b"`}}; !slices.Equal(ve.Problems, want) {
+	if want := []residency.Problem{{Field: "default", Line: 3, Message: `unknown region "b"`}}; !slices.Equal(ve.Problems, want) {
 		t.Errorf("problems = %v, want %v", ve.Problems, want)
 	}
 }
