@@ -18,6 +18,11 @@ import (
 	"github.com/domicile/domicile/internal/problem"
 )
 
+// HeaderHomeRule carries, from router to region, the residency rule that
+// picked the home (e.g. "email_domain:acme.de", "index" for a known user);
+// the region passes it on with its claim so the index counts users per rule.
+const HeaderHomeRule = "Domicile-Home-Rule"
+
 const (
 	headerForwarded = "Domicile-Index-Forwarded"
 	maxCommandBytes = 2 << 20 // a policy may be up to 1 MiB, base64 in JSON
@@ -77,14 +82,15 @@ type wireCommand struct {
 	Expires int64   `json:"expires,omitempty"`
 	Version int     `json:"version,omitempty"`
 	Data    []byte  `json:"data,omitempty"`
+	Rule    string  `json:"rule,omitempty"`
 }
 
 func toWire(c *command) wireCommand {
-	return wireCommand{Op: c.Op.String(), ReqID: c.ReqID, Keys: c.Keys, Region: c.Region, To: c.To, Owner: c.Owner, Fence: c.Fence, Expires: c.Expires, Version: c.Version, Data: c.Data}
+	return wireCommand{Op: c.Op.String(), ReqID: c.ReqID, Keys: c.Keys, Region: c.Region, To: c.To, Owner: c.Owner, Fence: c.Fence, Expires: c.Expires, Version: c.Version, Data: c.Data, Rule: c.Rule}
 }
 
 func (wc *wireCommand) command(op opCode) *command {
-	return &command{Op: op, ReqID: wc.ReqID, Keys: wc.Keys, Region: wc.Region, To: wc.To, Owner: wc.Owner, Fence: wc.Fence, Expires: wc.Expires, Version: wc.Version, Data: wc.Data}
+	return &command{Op: op, ReqID: wc.ReqID, Keys: wc.Keys, Region: wc.Region, To: wc.To, Owner: wc.Owner, Fence: wc.Fence, Expires: wc.Expires, Version: wc.Version, Data: wc.Data, Rule: wc.Rule}
 }
 
 type batchRequest struct {
@@ -303,6 +309,8 @@ type Status struct {
 	SnapshotIndex  uint64   `json:"snapshot_index"`
 	SnapshotAgeSec float64  `json:"snapshot_age_seconds"` // -1: no snapshot yet
 	CaughtUp       bool     `json:"caught_up"`
+	// RuleCounts: index entries created per residency rule.
+	RuleCounts map[string]uint64 `json:"rule_counts,omitempty"`
 }
 
 // Status reports this replica's view of the cluster.
@@ -312,7 +320,7 @@ func (n *Node) Status() Status {
 		ID: n.cfg.ID, Leader: n.Leader(), State: n.raft.State().String(),
 		LastIndex: n.raft.LastIndex(), CommitIndex: n.raft.CommitIndex(), AppliedIndex: n.raft.AppliedIndex(),
 		Entries: t.Len(), TableBytes: t.MemoryBytes(), PolicyVersion: n.fsm.policyNow().Version,
-		SnapshotAgeSec: -1, CaughtUp: n.CaughtUp(),
+		SnapshotAgeSec: -1, CaughtUp: n.CaughtUp(), RuleCounts: n.RuleCounts(),
 	}
 	s.Term, _ = strconv.ParseUint(n.raft.Stats()["term"], 10, 64)
 	if s.Entries > 0 {
@@ -437,7 +445,12 @@ func NewClient(endpoints []string, token string, hc *http.Client) (*Client, erro
 
 // Claim: see Node.Claim.
 func (c *Client) Claim(ctx context.Context, keys []Key, region, owner string) error {
-	return c.write(ctx, &command{Op: opClaim, Keys: keys, Region: region, Owner: OwnerOf(owner)})
+	return c.ClaimByRule(ctx, keys, region, owner, "")
+}
+
+// ClaimByRule: see Node.ClaimByRule.
+func (c *Client) ClaimByRule(ctx context.Context, keys []Key, region, owner, rule string) error {
+	return c.write(ctx, &command{Op: opClaim, Keys: keys, Region: region, Owner: OwnerOf(owner), Rule: rule})
 }
 
 // Release: see Node.Release.

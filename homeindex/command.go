@@ -124,7 +124,11 @@ type command struct {
 	Data    []byte // set-policy: YAML
 	ID      string // member
 	API     string // member
+	Rule    string // claim: the residency rule that picked the region (for counts)
 }
+
+// MaxRuleLen bounds the rule id a claim may carry.
+const MaxRuleLen = 160
 
 func (c *command) validate() error {
 	switch c.Op {
@@ -149,6 +153,9 @@ func (c *command) validate() error {
 		}
 	default:
 		return fmt.Errorf("%w: op: unknown %d", ErrInvalid, byte(c.Op))
+	}
+	if c.Op == opClaim && len(c.Rule) > MaxRuleLen {
+		return fmt.Errorf("%w: rule: longer than %d bytes", ErrInvalid, MaxRuleLen)
 	}
 	if c.Op == opClaim && !validRegion(c.Region) {
 		return fmt.Errorf("%w: region: %q is not a region name", ErrInvalid, c.Region)
@@ -206,6 +213,7 @@ func (c *command) appendTo(b []byte) []byte {
 	case opClaim:
 		b = appendString(b, c.Region)
 		b = binary.AppendUvarint(b, uint64(c.Owner))
+		b = appendString(b, c.Rule)
 	case opRelease:
 		b = binary.AppendUvarint(b, uint64(c.Owner))
 	case opRehome:
@@ -314,6 +322,7 @@ func decodeBatch(data []byte) ([]*command, error) {
 		case opClaim:
 			c.Region = string(d.bytes("region", MaxRegionLen))
 			c.Owner = OwnerID(d.uvarint("owner", ownerMask))
+			c.Rule = string(d.bytes("rule", MaxRuleLen))
 		case opRelease:
 			c.Owner = OwnerID(d.uvarint("owner", ownerMask))
 		case opRehome:

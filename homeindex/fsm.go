@@ -45,6 +45,11 @@ type fsm struct {
 	// dedupeWindow (by log time), so a retry of a request whose reply was
 	// lost returns the first result instead of applying twice.
 	dedupe map[uint64]dedupeEntry
+	// rules counts the entries each residency rule created (claims of new
+	// keys), so a policy diff can say how many existing users a changed
+	// rule homed. It is not decremented on release: the rule of an entry
+	// is not stored (that would cost memory per entry).
+	rules map[string]uint64
 
 	onPolicy func(version int, data []byte) // called after a new policy applies
 }
@@ -72,6 +77,7 @@ const dedupeWindow = 10 * 60 * 1000
 
 func (f *fsm) reset() {
 	f.dedupe = map[uint64]dedupeEntry{}
+	f.rules = map[string]uint64{}
 	f.ids = map[string]uint16{}
 	f.revoked = map[Key]int64{}
 	f.members = map[string]string{}
@@ -108,6 +114,16 @@ func (f *fsm) policyNow() policyState {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.policy
+}
+
+func (f *fsm) ruleCounts() map[string]uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make(map[string]uint64, len(f.rules))
+	for k, v := range f.rules {
+		out[k] = v
+	}
+	return out
 }
 
 func (f *fsm) memberAPI(id string) (string, bool) {
@@ -213,11 +229,21 @@ func (f *fsm) apply(c *command, version uint32) error {
 				return ErrConflict
 			}
 		}
+		created := uint64(0)
 		for _, k := range c.Keys {
-			if v, ok := f.tbl.Load().Get(k); ok && v.Region == rid {
+			v, ok := f.tbl.Load().Get(k)
+			if ok && v.Region == rid {
 				continue // idempotent re-claim keeps its version
 			}
+			if !ok {
+				created++
+			}
 			f.tbl.Load().Put(k, table.Value{Region: rid, Version: version, Owner: uint64(c.Owner)})
+		}
+		if created > 0 && c.Rule != "" {
+			f.mu.Lock()
+			f.rules[c.Rule] += created
+			f.mu.Unlock()
 		}
 	case opRelease:
 		for _, k := range c.Keys {
@@ -327,7 +353,11 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 		members: make(map[string]string, len(f.members)),
 		revoked: make(map[Key]int64, len(f.revoked)),
 		dedupe:  make(map[uint64]dedupeEntry, len(f.dedupe)),
+		rules:   make(map[string]uint64, len(f.rules)),
 		now:     f.now,
+	}
+	for k, v := range f.rules {
+		s.rules[k] = v
 	}
 	for id, d := range f.dedupe {
 		if f.now-d.at < dedupeWindow {
@@ -351,11 +381,12 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 //	now(8) regions: n(4) {len(2) name}... policy: version(4) len(4) data
 //	members: n(4) {len(2) id len(2) api}... revoked: n(8) {key(16) exp(8)}...
 //	dedupe: n(8) {request id(8) applied-at(8) result code(1)}...
+//	rule counts: n(4) {len(2) rule count(8)}...
 //	entries: n(8) {key(16) region(2) version(4) owner(6)}...
 //	crc32c of everything before(4)
 const (
 	snapMagic   = "DHIX"
-	snapVersion = 2
+	snapVersion = 3
 	entrySize   = 16 + 2 + 4 + 6
 )
 
@@ -368,6 +399,7 @@ type fsmSnapshot struct {
 	members map[string]string
 	revoked map[Key]int64
 	dedupe  map[uint64]dedupeEntry
+	rules   map[string]uint64
 	now     int64
 }
 
@@ -435,6 +467,12 @@ func (s *fsmSnapshot) writeTo(out io.Writer) error {
 		w.u64(id)
 		w.u64(uint64(d.at))
 		w.write([]byte{d.code})
+	}
+	w.u32(uint32(len(s.rules)))
+	for rule, n := range s.rules {
+		w.u16(uint16(len(rule)))
+		w.write([]byte(rule))
+		w.u64(n)
 	}
 	w.u64(uint64(s.view.Len()))
 	s.view.Range(func(k table.Key, v table.Value) bool {
@@ -551,6 +589,12 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		r.read(code[:])
 		dedupe[id] = dedupeEntry{at: at, code: code[0]}
 	}
+	rules := map[string]uint64{}
+	nrules := r.u32()
+	for i := uint32(0); i < nrules && r.err == nil; i++ {
+		rule := r.str(MaxRuleLen)
+		rules[rule] = r.u64()
+	}
 	n := r.u64()
 	if r.err == nil && n > 1<<34 {
 		return fmt.Errorf("%w: %d entries", errCorruptSnapshot, n)
@@ -582,7 +626,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 
 	f.mu.Lock()
 	f.tbl.Store(t)
-	f.ids, f.revoked, f.members, f.policy, f.now, f.dedupe = ids, revoked, members, pol, now, dedupe
+	f.ids, f.revoked, f.members, f.policy, f.now, f.dedupe, f.rules = ids, revoked, members, pol, now, dedupe, rules
 	f.regions.Store(&regions)
 	cb := f.onPolicy
 	f.mu.Unlock()

@@ -352,8 +352,18 @@ func (n *Node) Stats() map[string]string { return n.raft.Stats() }
 // ErrUnknownRegion if no applied policy names the region. Claiming keys
 // one already holds succeeds, so a retry after an unknown outcome is safe.
 func (n *Node) Claim(ctx context.Context, keys []Key, region, owner string) error {
-	return n.submit(ctx, &command{Op: opClaim, Keys: keys, Region: region, Owner: OwnerOf(owner)})
+	return n.ClaimByRule(ctx, keys, region, owner, "")
 }
+
+// ClaimByRule is Claim that also records which residency rule picked the
+// region (e.g. "email_domain:acme.de"), for RuleCounts.
+func (n *Node) ClaimByRule(ctx context.Context, keys []Key, region, owner, rule string) error {
+	return n.submit(ctx, &command{Op: opClaim, Keys: keys, Region: region, Owner: OwnerOf(owner), Rule: rule})
+}
+
+// RuleCounts returns, per residency rule, how many index entries claims
+// decided by that rule created.
+func (n *Node) RuleCounts() map[string]uint64 { return n.fsm.ruleCounts() }
 
 // Release drops the keys that owner holds; keys held by others are left alone.
 func (n *Node) Release(ctx context.Context, keys []Key, owner string) error {

@@ -29,7 +29,9 @@ import (
 // Index is the part of the home index a region writes: claims at sign-up,
 // releases when a write fails or a user is deleted.
 type Index interface {
-	Claim(ctx context.Context, keys []homeindex.Key, region, owner string) error
+	// ClaimByRule claims keys; rule is the residency rule that picked this
+	// region (from the router), kept as a count in the index.
+	ClaimByRule(ctx context.Context, keys []homeindex.Key, region, owner, rule string) error
 	Release(ctx context.Context, keys []homeindex.Key, owner string) error
 }
 
@@ -201,7 +203,7 @@ func (s *Server) signup(c echo.Context) error {
 
 	// Claim first: the index is what makes an email unique across regions.
 	// The row is written only if the claim succeeds.
-	if err := s.cfg.Index.Claim(ctx, keys, s.cfg.Name, id); err != nil {
+	if err := s.cfg.Index.ClaimByRule(ctx, keys, s.cfg.Name, id, homeRule(c.Request().Header.Get(homeindex.HeaderHomeRule))); err != nil {
 		if errors.Is(err, homeindex.ErrConflict) {
 			s.signups.WithLabelValues("conflict").Inc()
 			return problem.New(http.StatusConflict, "an account with this email address already exists")
@@ -284,6 +286,19 @@ func (s *Server) login(c echo.Context) error {
 		"home":       s.cfg.Name,
 		"expires_at": sess.ExpiresAt.Format(time.RFC3339),
 	})
+}
+
+// homeRule accepts the router's rule id only if it looks like one.
+func homeRule(s string) string {
+	if len(s) > homeindex.MaxRuleLen {
+		return ""
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return ""
+		}
+	}
+	return s
 }
 
 // newUserID returns an opaque user id prefixed with the home region, so

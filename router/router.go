@@ -215,9 +215,9 @@ func (rt *Router) newProxy(region string, target *url.URL, tr http.RoundTripper)
 
 // resolve picks the home region for an identifier: the index for a known
 // user, the residency policy for a new one.
-func (rt *Router) resolve(key homeindex.Key, email string, client netip.Addr) (region, source string) {
+func (rt *Router) resolve(key homeindex.Key, email string, client netip.Addr) (region, source, rule string) {
 	if e, ok := rt.cfg.Index.Lookup(key); ok {
-		return e.Region, "index"
+		return e.Region, "index", "index"
 	}
 	var country string
 	if client.IsValid() {
@@ -228,7 +228,7 @@ func (rt *Router) resolve(key homeindex.Key, email string, client netip.Addr) (r
 	if i := strings.IndexByte(source, ':'); i >= 0 {
 		source = source[:i]
 	}
-	return d.Region, source
+	return d.Region, source, d.Rule
 }
 
 // forwardByEmail serves flows that carry the identifier in a JSON body
@@ -264,7 +264,7 @@ func (rt *Router) forwardByEmail(c echo.Context) error {
 	}
 	key := rt.cfg.Hasher.EmailKey(email)
 	client := clientIP(req.RemoteAddr, req.Header.Values("X-Forwarded-For"), rt.cfg.TrustedProxies)
-	region, source := rt.resolve(key, email, client)
+	region, source, rule := rt.resolve(key, email, client)
 	proxy, ok := rt.proxies[region]
 	if !ok {
 		// The index names a region this router does not know (a policy
@@ -284,6 +284,7 @@ func (rt *Router) forwardByEmail(c echo.Context) error {
 	req.ContentLength = int64(len(body))
 	req.Header.Set(echo.HeaderXRequestID, rid)
 	req.Header.Set("Domicile-Router", rt.cfg.Name)
+	req.Header.Set(homeindex.HeaderHomeRule, rule)
 	proxy.ServeHTTP(c.Response(), req)
 	return nil
 }

@@ -205,7 +205,7 @@ func BenchmarkResolve(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		k := h.EmailKey("ana@acme.de")
-		if r, _ := rt.resolve(k, "ana@acme.de", client); r != "eu-west" {
+		if r, _, _ := rt.resolve(k, "ana@acme.de", client); r != "eu-west" {
 			b.Fatal(r)
 		}
 	}

@@ -1,13 +1,17 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/netip"
 	"strings"
+	"time"
 
+	"github.com/domicile/domicile/homeindex"
+	"github.com/domicile/domicile/internal/launch"
 	"github.com/domicile/domicile/residency"
 )
 
@@ -150,7 +154,11 @@ func residencyExplain(args []string, stdout, stderr io.Writer) error {
 func residencyDiff(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("residency diff", "Shows which rules would send NEW users to a different region if the policy\n"+
 		"in the first file were replaced by the one in the second:\n\n  domicile residency diff old.yaml new.yaml\n\n"+
-		"Existing users keep their home region whatever the policy says.", stderr)
+		"Existing users keep their home region whatever the policy says. With --router,\n"+
+		"it also says how many index entries each changed rule created (users who\n"+
+		"keep their home; only new sign-ups follow the new rule).", stderr)
+	router := fs.String("router", "", "base URL of a router, to count the index entries each changed rule created")
+	secrets := fs.String("secrets", "./data/secrets.json", "secrets file holding the internal API token (with --router)")
 	if err := parseArgs(fs, args, "old.yaml", "new.yaml"); err != nil {
 		return err
 	}
@@ -165,8 +173,41 @@ func residencyDiff(args []string, stdout, stderr io.Writer) error {
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
-	fmt.Fprint(stdout, ps[0].Diff(ps[1]).String())
+	d := ps[0].Diff(ps[1])
+	fmt.Fprint(stdout, d.String())
+	if *router == "" || len(d.Changes) == 0 {
+		return nil
+	}
+	counts, err := ruleCounts(*router, *secrets)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "\nindex entries created by each changed rule so far (they keep their region):\n")
+	var total uint64
+	for _, c := range d.Changes {
+		fmt.Fprintf(stdout, "  %-28s %d\n", c.Rule, counts[c.Rule])
+		total += counts[c.Rule]
+	}
+	fmt.Fprintf(stdout, "  %-28s %d\n", "total", total)
 	return nil
+}
+
+func ruleCounts(router, secretsFile string) (map[string]uint64, error) {
+	sec, err := launch.LoadSecrets(secretsFile)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--secrets: %w", err)}
+	}
+	c, err := homeindex.NewClient([]string{router}, sec.InternalToken, nil)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--router: %w", err)}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := c.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("index status from %s: %w", router, err)
+	}
+	return st.RuleCounts, nil
 }
 
 // parseArgs parses flags and requires exactly the named positional

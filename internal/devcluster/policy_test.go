@@ -115,3 +115,33 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// The index counts the entries each residency rule created, so a diff can
+// say how many users a changed rule homed.
+func TestRuleCounts(t *testing.T) {
+	c := startCluster(t)
+	r := c.RouterURLs()
+	const pw = `"password":"correct horse battery"`
+	for _, u := range []struct{ email, xff string }{
+		{"a@acme.de", ""}, {"b@acme.de", ""}, {"c@example.com", "203.0.113.9"}, {"d@example.com", ""},
+	} {
+		expect(t, "sign-up "+u.email, post(t, nil, r[0]+"/signup", `{"email":"`+u.email+`",`+pw+`}`, map[string]string{"X-Forwarded-For": u.xff}), http.StatusCreated)
+	}
+	// A duplicate resolved by the index adds nothing.
+	post(t, nil, r[1]+"/signup", `{"email":"a@acme.de",`+pw+`}`, nil)
+	want := map[string]uint64{"email_domain:acme.de": 2, "country:SG": 1, "default": 1}
+	for _, rt := range c.Routers {
+		waitFor(t, 2*time.Second, rt.Name+" rule counts", func() bool {
+			got := rt.Index.RuleCounts()
+			if len(got) != len(want) {
+				return false
+			}
+			for k, v := range want {
+				if got[k] != v {
+					return false
+				}
+			}
+			return true
+		})
+	}
+}
