@@ -1,30 +1,50 @@
 package table
 
 import (
-	"math"
 	"math/bits"
 	"slices"
 	"sync/atomic"
+	"unsafe"
 )
 
 // Bucket layout.
 //
-// A body is an array of buckets of bucketSlots slots. Slot s of a bucket
-// is the three words 3s (k1: key bytes 8..15, little endian), 3s+1 (w0: key
-// bytes 0..7 with the segment bits replaced by occBit; 0 in an empty slot,
-// so an all-zero key is still distinguishable from an empty slot) and 3s+2
-// (meta: owner fingerprint | region<<48); the versions of slots 0,1 and 2,3
-// share words verWord and verWord+1 (even slot in the low half). That is 14
-// words, 28 bytes per slot.
+// A body is an array of buckets of bucketSlots slots, 14 words each, i.e.
+// 28 bytes per slot. Inside a segment a key is identified by lo, the low 52
+// bits of its first word (the other 12 are the segment number), and k1, its
+// second word. A bucket holds:
 //
-// A bucket spans at most three cache lines; the four k1 words and the last
-// word of a bucket lie on all of them, so the loads a lookup issues up front
-// fetch every line it can need, in parallel.
+//	word 0          the tag word: lane s (bits 16s..16s+15) is laneOcc | the
+//	                low tagBits bits of slot s's lo, or 0 if slot s is empty
+//	word 1+3s       slot s's k1
+//	word 2+3s       the other restBits bits of slot s's lo | region << restBits
+//	word 3+3s       owner (48 bits) | the low 16 bits of the version << 48
+//	word 13         lane s: the high 16 bits of slot s's version
+//
+// A lookup compares its tag with all four lanes of each of its two buckets
+// with a few word operations, then reads the one slot whose tag matches.
+// A bucket spans at most three cache lines, and words 0, 7 and 13 lie on
+// all of them, so a lookup loads those first: the processor fetches every
+// line the lookup can need at once instead of one after the other.
 const (
 	bucketSlots = 4
-	bucketWords = 3*bucketSlots + bucketSlots/2
-	verWord     = 3 * bucketSlots
-	slotBytes   = bucketWords * 8 / bucketSlots // 28
+	bucketWords = 14
+	bucketBytes = bucketWords * 8
+	slotBytes   = bucketBytes / bucketSlots // 28
+	verHiWord   = bucketWords - 1
+	midWord     = 7
+
+	laneBits  = 16
+	laneMask  = 1<<laneBits - 1
+	tagBits   = laneBits - 1
+	tagMask   = 1<<tagBits - 1
+	laneOcc   = 1 << tagBits
+	lanesOne  = 0x0001_0001_0001_0001 // 1 in every lane
+	lanesHigh = laneOcc * lanesOne    // the top bit of every lane
+
+	restBits = segShift - tagBits // 37
+	restMask = 1<<restBits - 1
+	verShift = 64 - 16 // the low half of the version, in the owner word
 )
 
 // bucket is bucketSlots slots; see the layout above.
@@ -53,32 +73,54 @@ const (
 	maxSearch = 512
 )
 
+// Buckets are allocated in chunks of chunkBuckets: 1792 bytes, one of the
+// allocator's size classes, so full chunks waste nothing, and the last,
+// partial chunk is rounded up to its size class and all of it used. A body
+// can thus have any number of buckets for the memory it takes, and grow in
+// small steps at every size (one contiguous array would be rounded to the
+// allocator's size classes or to whole 8 KiB pages: up to 25% more memory
+// for some table sizes).
+const (
+	chunkShift   = 4
+	chunkBuckets = 1 << chunkShift
+	chunkMask    = chunkBuckets - 1
+)
+
 // body is one segment's slot array: its current one, or an old version kept
 // alive by a View.
 //
 // Every key has two candidate buckets among the first nb, chosen by
-// fastrange of k1 and of the other 52 key bits, and lives in one of them
-// (bucketized cuckoo hashing), or, only with adversarial keys that no
-// arrangement of the buckets can hold, in one of the stash buckets after
-// them. A lookup therefore examines at most two buckets.
+// fastrange of k1 and of lo, and lives in one of them (bucketized cuckoo
+// hashing), or, only with adversarial keys that no arrangement of the
+// buckets can hold, in one of the stash buckets after them. A lookup
+// therefore examines at most two buckets (and the stash, if any).
 //
-// bk, nb and maxCnt never change after the body is published. The slots are
-// modified in place only by the writer, only while the body is not shared
-// with a View (refs == 0), only with atomic stores and only inside the
-// owning segment's odd seq window. count and refs are accessed by the writer
-// only (under Table.wmu).
+// Everything but count and refs is immutable once the body is published,
+// except the slots: they are modified in place only by the writer, only
+// while the body is not shared with a View (refs == 0), only with atomic
+// stores and only inside the owning segment's odd seq window. count and
+// refs are accessed by the writer only (under Table.wmu).
 type body struct {
-	bk     []bucket // nb main buckets, then the stash
-	nb     int
-	maxCnt int // grow before count would exceed this
+	chunks  []unsafe.Pointer // chunk i holds buckets [i*chunkBuckets, ...)
+	tab     unsafe.Pointer   // &chunks[0]
+	nbk     int              // buckets: nb main ones, then the stash
+	nb      int
+	noStash bool // nbk == nb
+	maxCnt  int  // grow before count would exceed this
+	mem     int  // bytes allocated for the chunks
 
 	count int // occupied slots (writer only)
 	refs  int // Views referencing this body (writer only)
 }
 
 // emptyBody is the body of a segment that holds nothing: one empty bucket
-// that is never written. Its refs are never counted.
-var emptyBody = &body{bk: make([]bucket, 1), nb: 1}
+// that is never written (its maxCnt of 0 makes the first Put replace it).
+// Its refs are never counted.
+var emptyBody = func() *body {
+	b := newBody(0, 0)
+	b.maxCnt = 0
+	return b
+}()
 
 // fastrange maps a uniformly random 64-bit value onto [0, n).
 func fastrange(x uint64, n int) int {
@@ -86,167 +128,179 @@ func fastrange(x uint64, n int) int {
 	return int(hi)
 }
 
-// packMeta packs the owner fingerprint (masked) and the region into a word.
-func packMeta(v Value) uint64 { return v.Owner&ownerMask | uint64(v.Region)<<OwnerBits }
-
-// unpackValue reverses packMeta and adds the version.
-func unpackValue(meta uint64, ver uint32) Value {
-	return Value{Region: uint16(meta >> OwnerBits), Version: ver, Owner: meta & ownerMask}
+// newBody allocates an empty body of at least want main slots and stash
+// stash buckets; the allocator's rounding of the last chunk becomes more
+// main buckets.
+func newBody(want, stash int) *body {
+	n := max((want+bucketSlots-1)/bucketSlots, 1) + stash
+	full, rest := n>>chunkShift, n&chunkMask
+	b := &body{chunks: make([]unsafe.Pointer, 0, full+1)}
+	for range full {
+		b.addChunk(make([]bucket, chunkBuckets))
+	}
+	if rest > 0 {
+		c := slices.Grow([]bucket(nil), rest)
+		b.addChunk(c[:min(cap(c), chunkBuckets)])
+	}
+	b.tab = unsafe.Pointer(&b.chunks[0])
+	b.nb = b.nbk - stash
+	b.noStash = stash == 0
+	b.maxCnt = b.slots() * maxLoadNum / 256
+	return b
 }
 
-// newBody allocates an empty body of at least want main slots and stash
-// stash buckets. The bucket array is sized to what the allocator really
-// hands out (its size class or page multiple), and all of it is used.
-func newBody(want, stash int) *body {
-	nb := max((want+bucketSlots-1)/bucketSlots, 1)
-	bk := slices.Grow([]bucket(nil), nb+stash)
-	bk = bk[:cap(bk)]
-	nb = len(bk) - stash
-	return &body{bk: bk, nb: nb, maxCnt: nb * bucketSlots * maxLoadNum / 256}
+// addChunk appends a chunk to a body under construction.
+func (b *body) addChunk(c []bucket) {
+	b.chunks = append(b.chunks, unsafe.Pointer(&c[0]))
+	b.nbk += len(c)
+	b.mem += len(c) * bucketBytes
+}
+
+// bucket returns bucket i, which must be < b.nbk.
+func (b *body) bucket(i int) *bucket {
+	if uint(i) >= uint(b.nbk) {
+		panic("table: bucket index out of range")
+	}
+	return (*bucket)(unsafe.Add(b.chunks[i>>chunkShift], (i&chunkMask)*bucketBytes))
 }
 
 // slots is the number of main slots.
 func (b *body) slots() int { return b.nb * bucketSlots }
 
-// memBytes is the size of the body's bucket array allocation (none for the
-// shared emptyBody).
+// stashLen is the number of stash buckets.
+func (b *body) stashLen() int { return b.nbk - b.nb }
+
+// memBytes is the size of the body's chunks (none for the shared
+// emptyBody).
 func (b *body) memBytes() int {
 	if b == emptyBody {
 		return 0
 	}
-	return cap(b.bk) * bucketWords * 8
+	return b.mem
 }
 
 // buckets returns the two candidate buckets of a key.
-func (b *body) buckets(k1, w0 uint64) (int, int) {
-	return fastrange(k1, b.nb), fastrange(w0<<segBits, b.nb)
+func (b *body) buckets(lo, k1 uint64) (int, int) {
+	return fastrange(k1, b.nb), fastrange(lo<<segBits, b.nb)
 }
 
-// get looks a key up on behalf of a concurrent reader: every load is
-// atomic, and the result is only meaningful if the segment's seq did not
-// change meanwhile.
-//
-// The common case is branch-free until the end: a lookup misses the cache,
-// and a mispredicted branch that depends on the missing data would stop the
-// processor from overlapping the next lookups' misses with this one's.
-func (b *body) get(k1, w0 uint64) (Value, bool) {
-	bk := b.bk
-	i1, i2 := b.buckets(k1, w0)
-	p, q := &bk[i1], &bk[i2]
-	// Fetch the buckets' last cache lines too (the k1 loads below cover
-	// the others).
-	atomic.LoadUint64(&p[bucketWords-1])
-	atomic.LoadUint64(&q[bucketWords-1])
-	// Bit j of m: slot j&3 of bucket p (j < 4) or q (j >= 4) has k1.
-	m := b2u(atomic.LoadUint64(&p[0]) == k1) |
-		b2u(atomic.LoadUint64(&p[3]) == k1)<<1 |
-		b2u(atomic.LoadUint64(&p[6]) == k1)<<2 |
-		b2u(atomic.LoadUint64(&p[9]) == k1)<<3 |
-		b2u(atomic.LoadUint64(&q[0]) == k1)<<4 |
-		b2u(atomic.LoadUint64(&q[3]) == k1)<<5 |
-		b2u(atomic.LoadUint64(&q[6]) == k1)<<6 |
-		b2u(atomic.LoadUint64(&q[9]) == k1)<<7
-	if m != 0 {
-		j := bits.TrailingZeros(m)
-		c := &bk[i1^(i1^i2)&-(j>>2)]
-		s := j & (bucketSlots - 1)
-		if atomic.LoadUint64(&c[3*s+1]) == w0 {
-			vw := atomic.LoadUint64(&c[verWord+s>>1])
-			return unpackValue(atomic.LoadUint64(&c[3*s+2]), uint32(vw>>(uint(s&1)*32))), true
-		}
-	} else if len(bk) == b.nb {
-		return Value{}, false
-	}
-	// Two keys with the same k1, or a stash: examine everything.
-	return b.getSlow(k1, w0)
+// bucketAt returns bucket i (< nb) on behalf of a reader: it is
+// bucket without the bounds check, for the lookup fast path.
+func (b *body) bucketAt(i int) *bucket {
+	c := *(*unsafe.Pointer)(unsafe.Add(b.tab, uintptr(i>>chunkShift)*unsafe.Sizeof(b.tab)))
+	return (*bucket)(unsafe.Add(c, uintptr(i&chunkMask)*bucketBytes))
 }
 
-// b2u converts a bool to 0 or 1 without a branch.
-func b2u(b bool) uint {
-	if b {
-		return 1
-	}
-	return 0
+// word atomically loads the word at byte offset off from p, which must lie
+// inside p's allocation.
+func word(p unsafe.Pointer, off uintptr) uint64 {
+	return atomic.LoadUint64((*uint64)(unsafe.Add(p, off)))
 }
 
-// getSlow is get without shortcuts.
-func (b *body) getSlow(k1, w0 uint64) (Value, bool) {
-	i, s := b.find(k1, w0)
-	if i < 0 {
-		return Value{}, false
-	}
-	c := &b.bk[i]
-	vw := atomic.LoadUint64(&c[verWord+s>>1])
-	return unpackValue(atomic.LoadUint64(&c[3*s+2]), uint32(vw>>(uint(s&1)*32))), true
-}
-
-// find returns the bucket and slot holding a key, or -1, -1.
-func (b *body) find(k1, w0 uint64) (int, int) {
-	i1, i2 := b.buckets(k1, w0)
-	if s := b.bk[i1].find(k1, w0); s >= 0 {
+// find returns the bucket and slot holding a key, or -1, -1. It uses atomic
+// loads, so readers may call it (under the seqlock) as well as the writer.
+func (b *body) find(lo, k1 uint64) (int, int) {
+	i1, i2 := b.buckets(lo, k1)
+	c1, c2 := b.bucket(i1), b.bucket(i2)
+	// Load both tag words before looking at either, so that their cache
+	// misses overlap.
+	t1, t2 := atomic.LoadUint64(&c1[0]), atomic.LoadUint64(&c2[0])
+	if s := c1.find(t1, lo, k1); s >= 0 {
 		return i1, s
 	}
-	if s := b.bk[i2].find(k1, w0); s >= 0 {
+	if s := c2.find(t2, lo, k1); s >= 0 {
 		return i2, s
 	}
-	for i := b.nb; i < len(b.bk); i++ {
-		if s := b.bk[i].find(k1, w0); s >= 0 {
+	for i := b.nb; i < b.nbk; i++ {
+		c := b.bucket(i)
+		if s := c.find(atomic.LoadUint64(&c[0]), lo, k1); s >= 0 {
 			return i, s
 		}
 	}
 	return -1, -1
 }
 
-// find returns the slot of the bucket holding a key, or -1.
-func (c *bucket) find(k1, w0 uint64) int {
+// find returns the slot of the bucket holding a key, or -1, given the
+// bucket's tag word (atomic loads).
+func (c *bucket) find(tags, lo, k1 uint64) int {
+	lane := lo&tagMask | laneOcc
 	for s := range bucketSlots {
-		if atomic.LoadUint64(&c[3*s]) == k1 && atomic.LoadUint64(&c[3*s+1]) == w0 {
+		if tags>>(laneBits*s)&laneMask == lane &&
+			atomic.LoadUint64(&c[1+3*s]) == k1 &&
+			atomic.LoadUint64(&c[2+3*s])&restMask == lo>>tagBits {
 			return s
 		}
 	}
 	return -1
 }
+
+// load returns the value of slot s with atomic loads (for readers).
+func (c *bucket) load(s int) Value {
+	return decodeValue(atomic.LoadUint64(&c[2+3*s]), atomic.LoadUint64(&c[3+3*s]),
+		atomic.LoadUint64(&c[verHiWord])>>(laneBits*s))
+}
+
+// decodeValue assembles a value from a slot's rest word, owner word, and
+// version lane (in the low bits of hi).
+func decodeValue(rest, own, hi uint64) Value {
+	return Value{Region: uint16(rest >> restBits), Version: uint32(own>>verShift) | uint32(hi)<<16, Owner: own & ownerMask}
+}
+
+// occupied reports whether slot s holds a key (writer, or immutable body).
+func (c *bucket) occupied(s int) bool { return c[0]>>(laneBits*s)&laneOcc != 0 }
 
 // free returns an empty slot of the bucket, or -1 (writer only).
 func (c *bucket) free() int {
 	for s := range bucketSlots {
-		if c[3*s+1] == 0 {
+		if !c.occupied(s) {
 			return s
 		}
 	}
 	return -1
 }
 
-// slot returns the contents of a slot (writer, or immutable body).
-func (c *bucket) slot(s int) (k1, w0, meta uint64, ver uint32) {
-	return c[3*s], c[3*s+1], c[3*s+2], uint32(c[verWord+s>>1] >> (uint(s&1) * 32))
+// used returns the number of occupied slots of the bucket (writer only).
+func (c *bucket) used() int {
+	return bits.OnesCount64(c[0] & lanesHigh)
 }
 
-// set overwrites a slot: with atomic stores if the body may be visible to
-// readers (shared), else with plain ones.
-func (c *bucket) set(s int, k1, w0, meta uint64, ver uint32, shared bool) {
-	vi, sh := verWord+s>>1, uint(s&1)*32
-	vw := c[vi]&^(math.MaxUint32<<sh) | uint64(ver)<<sh
+// slot returns the key and value of an occupied slot (writer, or immutable
+// body).
+func (c *bucket) slot(s int) (lo, k1 uint64, v Value) {
+	rest := c[2+3*s]
+	lo = (rest&restMask)<<tagBits | c[0]>>(laneBits*s)&tagMask
+	return lo, c[1+3*s], decodeValue(rest, c[3+3*s], c[verHiWord]>>(laneBits*s))
+}
+
+// set stores a key and its value (owner already masked) in slot s: with
+// atomic stores if the body may be visible to readers (shared), else with
+// plain ones.
+func (c *bucket) set(s int, lo, k1 uint64, v Value, shared bool) {
+	sh := uint(laneBits * s)
+	tags := c[0]&^(laneMask<<sh) | (lo&tagMask|laneOcc)<<sh
+	rest := lo>>tagBits | uint64(v.Region)<<restBits
+	own := v.Owner | uint64(v.Version)<<verShift
+	hi := c[verHiWord]&^(laneMask<<sh) | uint64(v.Version>>16)<<sh
+	c.store(s, tags, k1, rest, own, hi, shared)
+}
+
+// clear empties slot s (see set).
+func (c *bucket) clear(s int, shared bool) {
+	sh := uint(laneBits * s)
+	c.store(s, c[0]&^(laneMask<<sh), 0, 0, 0, c[verHiWord]&^(laneMask<<sh), shared)
+}
+
+// store writes the words of slot s.
+func (c *bucket) store(s int, tags, k1, rest, own, hi uint64, shared bool) {
 	if shared {
-		atomic.StoreUint64(&c[3*s], k1)
-		atomic.StoreUint64(&c[3*s+1], w0)
-		atomic.StoreUint64(&c[3*s+2], meta)
-		atomic.StoreUint64(&c[vi], vw)
+		atomic.StoreUint64(&c[0], tags)
+		atomic.StoreUint64(&c[1+3*s], k1)
+		atomic.StoreUint64(&c[2+3*s], rest)
+		atomic.StoreUint64(&c[3+3*s], own)
+		atomic.StoreUint64(&c[verHiWord], hi)
 	} else {
-		c[3*s], c[3*s+1], c[3*s+2], c[vi] = k1, w0, meta, vw
+		c[0], c[1+3*s], c[2+3*s], c[3+3*s], c[verHiWord] = tags, k1, rest, own, hi
 	}
-}
-
-// setValue overwrites the value of a slot (see set).
-func (c *bucket) setValue(s int, meta uint64, ver uint32, shared bool) {
-	k1, w0, _, _ := c.slot(s)
-	c.set(s, k1, w0, meta, ver, shared)
-}
-
-// clear empties a slot of an unpublished body.
-func (b *body) clear(i, s int) {
-	b.bk[i].set(s, 0, 0, 0, 0, false)
-	b.count--
 }
 
 // searchNode is a bucket visited by the cuckoo path search: the key in slot
@@ -263,23 +317,25 @@ type placer struct {
 	nodes []searchNode
 
 	// The plan found by the last successful call to plan: move the key
-	// of the path ending at node end (slot endSlot of its bucket) to slot
-	// dstSlot of bucket dst, shift the keys along the path, and store the
-	// new key in the vacated slot of the path's root. end < 0 means: store
-	// the new key directly at (dst, dstSlot).
+	// in slot endSlot of node end's bucket to slot dstSlot of bucket
+	// dst, shift the keys along the path from the root to node end, and
+	// store the new key in the vacated slot of the root. end < 0 means:
+	// store the new key directly at (dst, dstSlot).
 	end, endSlot int
 	dst, dstSlot int
 }
 
 // plan looks for room for a key that is not in b: a free slot in one of its
-// buckets, or a path of at most a few cuckoo moves (breadth-first search)
-// ending in a free slot. It reports whether it found one; b is not changed.
-func (pl *placer) plan(b *body, k1, w0 uint64) bool {
-	i1, i2 := b.buckets(k1, w0)
-	s1, s2 := b.bk[i1].free(), b.bk[i2].free()
+// buckets (the emptier one), or else the shortest path of cuckoo moves
+// (breadth-first search) that ends in a free slot. It reports whether it
+// found one; b is not changed.
+func (pl *placer) plan(b *body, lo, k1 uint64) bool {
+	i1, i2 := b.buckets(lo, k1)
+	c1, c2 := b.bucket(i1), b.bucket(i2)
+	s1, s2 := c1.free(), c2.free()
 	if s1 >= 0 || s2 >= 0 {
 		pl.end = -1
-		if s1 >= 0 && (s2 < 0 || b.bk[i1].used() <= b.bk[i2].used()) {
+		if s1 >= 0 && (s2 < 0 || c1.used() <= c2.used()) {
 			pl.dst, pl.dstSlot = i1, s1
 		} else {
 			pl.dst, pl.dstSlot = i2, s2
@@ -290,36 +346,39 @@ func (pl *placer) plan(b *body, k1, w0 uint64) bool {
 	if i2 != i1 {
 		nodes = append(nodes, searchNode{bucket: int32(i2), parent: -1, slot: -1})
 	}
-	defer pl.keep(&nodes)
+	found := false
+search:
 	for n := 0; n < len(nodes); n++ {
 		cur := int(nodes[n].bucket)
-		c := &b.bk[cur]
+		c := b.bucket(cur)
 		for s := range bucketSlots {
-			a1, a2 := b.buckets(c[3*s], c[3*s+1])
+			lo, k1, _ := c.slot(s)
+			a1, a2 := b.buckets(lo, k1)
 			alt := a1
 			if alt == cur {
 				alt = a2
 			}
-			if alt == cur || pl.onPath(nodes, n, alt) {
+			if alt == cur || onPath(nodes, n, alt) {
 				continue
 			}
-			if t := b.bk[alt].free(); t >= 0 {
+			if t := b.bucket(alt).free(); t >= 0 {
 				pl.end, pl.endSlot, pl.dst, pl.dstSlot = n, s, alt, t
-				return true
+				found = true
+				break search
 			}
 			if len(nodes) < maxSearch {
 				nodes = append(nodes, searchNode{bucket: int32(alt), parent: int16(n), slot: int8(s)})
 			}
 		}
 	}
-	return false
+	pl.nodes = nodes
+	return found
 }
 
-// keep keeps the search's node array for reuse.
-func (pl *placer) keep(nodes *[]searchNode) { pl.nodes = *nodes }
-
-// onPath reports whether bucket i is on the path from a root to node n.
-func (pl *placer) onPath(nodes []searchNode, n, i int) bool {
+// onPath reports whether bucket i is on the search path from a root to
+// node n. (A path must not visit a bucket twice, or its moves would
+// overwrite each other.)
+func onPath(nodes []searchNode, n, i int) bool {
 	for ; n >= 0; n = int(nodes[n].parent) {
 		if int(nodes[n].bucket) == i {
 			return true
@@ -329,15 +388,15 @@ func (pl *placer) onPath(nodes []searchNode, n, i int) bool {
 }
 
 // apply carries out the last plan for b and stores the key.
-func (pl *placer) apply(b *body, k1, w0, meta uint64, ver uint32, shared bool) {
+func (pl *placer) apply(b *body, lo, k1 uint64, v Value, shared bool) {
 	di, ds := pl.dst, pl.dstSlot
 	if pl.end >= 0 {
 		// Move the keys along the path, last first, each into the slot
 		// vacated by the previous move.
 		si, ss := int(pl.nodes[pl.end].bucket), pl.endSlot
 		for n := pl.end; ; {
-			mk1, mw0, mmeta, mver := b.bk[si].slot(ss)
-			b.bk[di].set(ds, mk1, mw0, mmeta, mver, shared)
+			mlo, mk1, mv := b.bucket(si).slot(ss)
+			b.bucket(di).set(ds, mlo, mk1, mv, shared)
 			di, ds = si, ss
 			par := int(pl.nodes[n].parent)
 			if par < 0 {
@@ -347,25 +406,14 @@ func (pl *placer) apply(b *body, k1, w0, meta uint64, ver uint32, shared bool) {
 			n = par
 		}
 	}
-	b.bk[di].set(ds, k1, w0, meta, ver, shared)
+	b.bucket(di).set(ds, lo, k1, v, shared)
 	b.count++
-}
-
-// used returns the number of occupied slots of the bucket (writer only).
-func (c *bucket) used() int {
-	n := 0
-	for s := range bucketSlots {
-		if c[3*s+1] != 0 {
-			n++
-		}
-	}
-	return n
 }
 
 // stashFree returns a free stash slot, or -1, -1.
 func (b *body) stashFree() (int, int) {
-	for i := b.nb; i < len(b.bk); i++ {
-		if s := b.bk[i].free(); s >= 0 {
+	for i := b.nb; i < b.nbk; i++ {
+		if s := b.bucket(i).free(); s >= 0 {
 			return i, s
 		}
 	}
@@ -375,42 +423,37 @@ func (b *body) stashFree() (int, int) {
 // add stores a key that is not in the unpublished body b (plain stores),
 // in its buckets if possible, else in the stash. It reports false if there
 // was no room at all.
-func (b *body) add(pl *placer, k1, w0, meta uint64, ver uint32) bool {
-	if pl.plan(b, k1, w0) {
-		pl.apply(b, k1, w0, meta, ver, false)
+func (b *body) add(pl *placer, lo, k1 uint64, v Value) bool {
+	if pl.plan(b, lo, k1) {
+		pl.apply(b, lo, k1, v, false)
 		return true
 	}
 	if i, s := b.stashFree(); i >= 0 {
-		b.bk[i].set(s, k1, w0, meta, ver, false)
+		b.bucket(i).set(s, lo, k1, v, false)
 		b.count++
 		return true
 	}
 	return false
 }
 
-// stashLen is the number of stash buckets.
-func (b *body) stashLen() int { return len(b.bk) - b.nb }
-
-// rebuildWith returns a new, unpublished body of at least want main slots
-// holding b's keys and the given new one, with at least stash stash
-// buckets (more if that is what it takes).
-func (b *body) rebuildWith(pl *placer, want, stash int, k1, w0, meta uint64, ver uint32) *body {
-	nb := b.rebuild(pl, want, stash)
-	for !nb.add(pl, k1, w0, meta, ver) {
-		nb = b.rebuild(pl, want, 2*nb.stashLen()+1)
-	}
-	return nb
-}
-
 // clone returns an unshared copy of b.
 func (b *body) clone() *body {
-	nb := &body{bk: make([]bucket, len(b.bk)), nb: b.nb, maxCnt: b.maxCnt, count: b.count}
-	copy(nb.bk, b.bk)
-	return nb
+	nb := *b
+	nb.chunks = make([]unsafe.Pointer, len(b.chunks))
+	nb.tab = unsafe.Pointer(&nb.chunks[0])
+	nb.refs = 0
+	for i, c := range b.chunks {
+		n := min(b.nbk-i<<chunkShift, chunkBuckets)
+		d := make([]bucket, n)
+		copy(d, unsafe.Slice((*bucket)(c), n))
+		nb.chunks[i] = unsafe.Pointer(&d[0])
+	}
+	return &nb
 }
 
 // rebuild returns a new, unpublished body of at least want main slots
-// holding b's keys, with as many stash buckets as it takes (normally none).
+// holding b's keys, with at least stash stash buckets (more if that is what
+// it takes; normally none are needed).
 func (b *body) rebuild(pl *placer, want, stash int) *body {
 	for {
 		if nb := b.rebuildInto(pl, newBody(want, stash)); nb != nil {
@@ -423,14 +466,25 @@ func (b *body) rebuild(pl *placer, want, stash int) *body {
 // rebuildInto adds b's keys to nb and returns it, or nil if they did not
 // fit.
 func (b *body) rebuildInto(pl *placer, nb *body) *body {
-	for i := range b.bk {
-		c := &b.bk[i]
+	for i := range b.nbk {
+		c := b.bucket(i)
 		for s := range bucketSlots {
-			k1, w0, meta, ver := c.slot(s)
-			if w0 != 0 && !nb.add(pl, k1, w0, meta, ver) {
+			if !c.occupied(s) {
+				continue
+			}
+			if lo, k1, v := c.slot(s); !nb.add(pl, lo, k1, v) {
 				return nil
 			}
 		}
+	}
+	return nb
+}
+
+// rebuildWith is rebuild followed by adding a new key.
+func (b *body) rebuildWith(pl *placer, want, stash int, lo, k1 uint64, v Value) *body {
+	nb := b.rebuild(pl, want, stash)
+	for !nb.add(pl, lo, k1, v) {
+		nb = b.rebuild(pl, want, 2*nb.stashLen()+1)
 	}
 	return nb
 }

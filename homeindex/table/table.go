@@ -1,29 +1,33 @@
 // Package table is the in-memory home index replica held by every router:
 // a hash table from 16-byte keyed hashes of user identifiers to a home
 // region, built for many concurrent readers, a single writer (the Raft
-// FSM), cheap point-in-time snapshots and about 30 bytes per entry.
+// FSM), cheap point-in-time snapshots and about 31 bytes per entry.
 //
 // # Design
 //
 // The table is a fixed directory of 4096 segments chosen by the top 12 bits
-// of the key's first 8 bytes. Each segment points to a body: an
-// open-addressing table with linear probing kept in key order (Robin Hood
-// hashing with ties broken by key), whose home position is fastrange of the
-// key's last 8 bytes, so a lookup scans a few consecutive words and stops at
-// the first larger key. Deletion shifts the following keys back (no
-// tombstones). A body grows by a small, per-segment pseudo-random factor
-// (3-9%) when ~95% of its home positions are in use, so the table stays
-// ~88-95% full at every size and a rehash only ever touches one small
-// segment. Slots are 28 bytes: the two key words, a word packing the 48-bit
-// owner fingerprint and the region, and half a word for the version.
+// of the key's first word. Each segment points to a body: a bucketized
+// cuckoo hash table whose buckets hold 4 slots of 28 bytes. A key lives in
+// one of two buckets, chosen by fastrange of its second word and of the rest
+// of its first word (the key is already uniformly random, so it is not
+// hashed again). Each bucket starts with a word of four 16-bit lanes, each
+// an occupancy bit and 15 key bits, so a lookup finds the candidate slot of
+// both buckets with a few word operations and then checks one slot; the
+// other 212 bits of key and value fill the rest of the slot. Insertion moves
+// keys along the shortest cuckoo path (breadth-first search) when both
+// buckets are full; deletion just clears the slot. A body grows by a small
+// per-segment pseudo-random factor (3-9%) when 95% of its slots are in use,
+// so the table stays ~88-95% full at every size and a rehash only ever
+// touches one small segment. Keys that no arrangement can hold (possible
+// only with adversarial keys) go to a small per-body stash.
 //
 // Readers take no locks: each segment has a sequence counter that the writer
 // makes odd while it modifies the segment's body in place; a reader loads
-// the counter, the body pointer and the slots it needs (all with atomic
-// loads, so the race detector sees no race), and retries if the counter was
-// odd or changed. Growth, shrinking and copy-on-write build a new body and
-// publish it with one atomic pointer store; the old body is never modified
-// again.
+// the counter, the body pointer and the words it needs (all with atomic
+// loads, so the race detector sees no race), and falls back to a slower
+// retrying path if the counter was odd or changed. Growth, shrinking and
+// copy-on-write build a new body and publish it with one atomic pointer
+// store; the old body is never modified again.
 //
 // A View references the bodies current when it was taken and counts itself
 // in each of them; the writer never modifies a referenced body in place but
@@ -34,7 +38,7 @@ package table
 
 import (
 	"encoding/binary"
-	"math"
+	"math/bits"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -63,15 +67,13 @@ const OwnerBits = 48
 const ownerMask = 1<<OwnerBits - 1
 
 // Directory geometry: the segment is the top segBits bits of the key's first
-// word. Those bits are implied by the segment, so the stored first word
-// replaces them with occBit, which makes it non-zero for every key (zero
-// marks an empty slot).
+// word; inside the segment the key is its other segShift bits ("lo") and
+// its second word ("k1").
 const (
 	segBits  = 12
 	numSegs  = 1 << segBits
 	segShift = 64 - segBits
 	lowMask  = 1<<segShift - 1
-	occBit   = 1 << 63
 )
 
 // spinsBeforeYield is how many times a reader retries a segment that is
@@ -111,7 +113,9 @@ func New(sizeHint int) *Table {
 	for i := range t.segs {
 		b := emptyBody
 		if per >= 1 {
-			b = newBody(int(per+3*math.Sqrt(per)+1)*256/maxLoadNum+1, 0)
+			// Room for ~10% more than the average, i.e. for all but
+			// the fullest segments at large sizes.
+			b = newBody(int(per*1.1)+bucketSlots, 0)
 			t.mem.Add(int64(b.memBytes()))
 		}
 		t.segs[i].body.Store(b)
@@ -119,28 +123,113 @@ func New(sizeHint int) *Table {
 	return t
 }
 
-// split returns the key's segment, stored first word and second word.
-func split(k Key) (seg uint64, w0, k1 uint64) {
+// split returns the key's segment, the rest of its first word, and its
+// second word.
+func split(k Key) (seg, lo, k1 uint64) {
 	k0 := binary.LittleEndian.Uint64(k[:8])
-	return k0 >> segShift, k0&lowMask | occBit, binary.LittleEndian.Uint64(k[8:])
+	return k0 >> segShift, k0 & lowMask, binary.LittleEndian.Uint64(k[8:])
 }
 
 // join reverses split.
-func join(seg, w0, k1 uint64) Key {
+func join(seg, lo, k1 uint64) Key {
 	var k Key
-	binary.LittleEndian.PutUint64(k[:8], w0&lowMask|seg<<segShift)
+	binary.LittleEndian.PutUint64(k[:8], seg<<segShift|lo)
 	binary.LittleEndian.PutUint64(k[8:], k1)
 	return k
 }
 
 // Get returns the value stored for k and whether there is one. It does not
-// allocate or block, and is safe concurrently with everything else.
+// allocate, lock or wait for the writer, and is safe concurrently with
+// everything else.
+//
+// With the table much larger than the caches, the time of a lookup is that
+// of its cache misses, and the processor overlaps the misses of
+// consecutive lookups only if each lookup is short and free of branches it
+// cannot predict; hence the shape of Get and probe. Anything unusual (a tag
+// that matches another key, a stash, a concurrent write) goes to getSlow.
 func (t *Table) Get(k Key) (Value, bool) {
-	seg, w0, k1 := split(k)
+	k0 := binary.LittleEndian.Uint64(k[:8])
+	k1 := binary.LittleEndian.Uint64(k[8:])
+	sg := &t.segs[k0>>segShift]
+	seq := sg.seq.Load()
+	b := sg.body.Load()
+	h1, _ := bits.Mul64(k1, uint64(b.nb))
+	h2, _ := bits.Mul64(k0<<segBits, uint64(b.nb))
+	pq := [2]*bucket{b.bucketAt(int(h1)), b.bucketAt(int(h2))}
+	v, st := probe(&pq, k0, k1, sg, seq, b.noStash)
+	if st != probeSlow {
+		return v, st == probeHit
+	}
+	return t.getSlow(k)
+}
+
+// Results of probe.
+const (
+	probeMiss = iota
+	probeHit
+	probeSlow // look again, with getSlow
+)
+
+// probe looks for a key in its two candidate buckets pq, read under
+// the seqlock of segment sg whose counter was seq; noStash is that of the
+// body holding them. It reports probeSlow if the key may be elsewhere (a
+// tag matched another key, or there is a stash) or the segment was being
+// written.
+//
+// It is a separate function so that the bucket pointers are plain values
+// in registers: each atomic load is then a single instruction. The common case has no branch
+// that depends on the loaded data except the last ones, which are
+// predictable.
+//
+//go:noinline
+func probe(pq *[2]*bucket, k0, k1 uint64, sg *segment, seq uint64, noStash bool) (Value, int) {
+	p, q := pq[0], pq[1]
+	tag := (k0&tagMask | laneOcc) * lanesOne
+	xp := atomic.LoadUint64(&p[0]) ^ tag
+	xq := atomic.LoadUint64(&q[0]) ^ tag
+	// Start fetching the buckets' other cache lines now (the slot
+	// loads below depend on the tags).
+	atomic.LoadUint64(&p[midWord])
+	atomic.LoadUint64(&q[midWord])
+	hp := atomic.LoadUint64(&p[verHiWord])
+	hq := atomic.LoadUint64(&q[verHiWord])
+	// The top bit of a lane of z is set if the lane is zero, i.e. the
+	// slot's tag matches; lanes above such a lane may be set spuriously,
+	// so only the lowest set bit counts. p's lanes are at bits 15+16s,
+	// q's at 14+16s.
+	z := (xp-lanesOne)&^xp&lanesHigh | ((xq-lanesOne)&^xq&lanesHigh)>>1
+	if z == 0 {
+		if !noStash || sg.seq.Load() != seq || seq&1 != 0 {
+			return Value{}, probeSlow
+		}
+		return Value{}, probeMiss
+	}
+	tz := uint(bits.TrailingZeros64(z))
+	inQ := ^tz & 1 // 1 if the lane is q's
+	// The slot is words 1+3s.. of p or q (chosen without a branch).
+	c, off := unsafe.Pointer(pq[inQ]), 24*uintptr(tz>>4)
+	k1s := word(c, off+8)
+	rest := word(c, off+16)
+	own := word(c, off+24)
+	if k1s != k1 || (rest^k0>>tagBits)<<(64-restBits) != 0 || sg.seq.Load() != seq || seq&1 != 0 {
+		return Value{}, probeSlow
+	}
+	hi := hp ^ (hp^hq)&-uint64(inQ)
+	return decodeValue(rest, own, hi>>(tz&^(laneBits-1))), probeHit
+}
+
+// getSlow is Get without shortcuts: it retries until it reads a segment
+// that was not being written, and examines every candidate slot.
+func (t *Table) getSlow(k Key) (Value, bool) {
+	seg, lo, k1 := split(k)
 	sg := &t.segs[seg]
 	for spins := 0; ; spins++ {
 		seq := sg.seq.Load()
-		v, ok := sg.body.Load().get(k1, w0)
+		b := sg.body.Load()
+		v, ok := Value{}, false
+		if i, s := b.find(lo, k1); i >= 0 {
+			v, ok = b.bucket(i).load(s), true
+		}
 		if seq&1 == 0 && sg.seq.Load() == seq {
 			return v, ok
 		}
@@ -153,36 +242,36 @@ func (t *Table) Get(k Key) (Value, bool) {
 // Put stores v for k, replacing any previous value. v.Owner is masked to its
 // low OwnerBits bits. Calls to Put and Delete must be serialised.
 func (t *Table) Put(k Key, v Value) {
-	seg, w0, k1 := split(k)
-	meta, ver := packMeta(v), v.Version
+	seg, lo, k1 := split(k)
+	v.Owner &= ownerMask
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	sg := &t.segs[seg]
 	b := sg.body.Load()
-	if i, s := b.find(k1, w0); i >= 0 {
+	if i, s := b.find(lo, k1); i >= 0 {
 		if b.refs > 0 {
 			nb := b.clone()
-			nb.bk[i].setValue(s, meta, ver, false)
+			nb.bucket(i).set(s, lo, k1, v, false)
 			t.replace(sg, b, nb)
 			return
 		}
 		sg.seq.Add(1)
-		b.bk[i].setValue(s, meta, ver, true)
+		b.bucket(i).set(s, lo, k1, v, true)
 		sg.seq.Add(1)
 		return
 	}
 	t.count.Add(1)
 	pl := &t.pl
 	if b.count < b.maxCnt {
-		if pl.plan(b, k1, w0) {
+		if pl.plan(b, lo, k1) {
 			if b.refs > 0 {
 				nb := b.clone()
-				pl.apply(nb, k1, w0, meta, ver, false)
+				pl.apply(nb, lo, k1, v, false)
 				t.replace(sg, b, nb)
 				return
 			}
 			sg.seq.Add(1)
-			pl.apply(b, k1, w0, meta, ver, true)
+			pl.apply(b, lo, k1, v, true)
 			sg.seq.Add(1)
 			return
 		}
@@ -192,33 +281,33 @@ func (t *Table) Put(k Key, v Value) {
 			if i, s := b.stashFree(); i >= 0 {
 				if b.refs > 0 {
 					nb := b.clone()
-					nb.bk[i].set(s, k1, w0, meta, ver, false)
+					nb.bucket(i).set(s, lo, k1, v, false)
 					nb.count++
 					t.replace(sg, b, nb)
 					return
 				}
 				sg.seq.Add(1)
-				b.bk[i].set(s, k1, w0, meta, ver, true)
+				b.bucket(i).set(s, lo, k1, v, true)
 				b.count++
 				sg.seq.Add(1)
 				return
 			}
-			t.replace(sg, b, b.rebuildWith(pl, b.slots(), 2*b.stashLen()+1, k1, w0, meta, ver))
+			t.replace(sg, b, b.rebuildWith(pl, b.slots(), 2*b.stashLen()+1, lo, k1, v))
 			return
 		}
 	}
-	t.replace(sg, b, b.rebuildWith(pl, b.growTarget(seg), 0, k1, w0, meta, ver))
+	t.replace(sg, b, b.rebuildWith(pl, b.growTarget(seg), 0, lo, k1, v))
 }
 
 // Delete removes k and reports whether it was present. Calls to Put and
 // Delete must be serialised.
 func (t *Table) Delete(k Key) bool {
-	seg, w0, k1 := split(k)
+	seg, lo, k1 := split(k)
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	sg := &t.segs[seg]
 	b := sg.body.Load()
-	i, s := b.find(k1, w0)
+	i, s := b.find(lo, k1)
 	if i < 0 {
 		return false
 	}
@@ -231,17 +320,20 @@ func (t *Table) Delete(k Key) bool {
 		// Shrink (the margin covers allocator rounding, so the new body
 		// really is smaller).
 		nb := b.rebuild(&t.pl, target, 0)
-		nb.clear(nb.find(k1, w0))
+		j, u := nb.find(lo, k1)
+		nb.bucket(j).clear(u, false)
+		nb.count--
 		t.replace(sg, b, nb)
 	case b.refs > 0:
 		nb := b.clone()
-		nb.clear(i, s)
+		nb.bucket(i).clear(s, false)
+		nb.count--
 		t.replace(sg, b, nb)
 	default:
 		sg.seq.Add(1)
-		b.bk[i].set(s, 0, 0, 0, 0, true)
-		b.count--
+		b.bucket(i).clear(s, true)
 		sg.seq.Add(1)
+		b.count--
 	}
 	return true
 }
@@ -302,11 +394,14 @@ func (v *View) Len() int { return v.n }
 // Delete) but must not call v.Release.
 func (v *View) Range(fn func(k Key, v Value) bool) {
 	for seg, b := range v.bodies {
-		for i := range b.bk {
-			c := &b.bk[i]
+		for i := range b.nbk {
+			c := b.bucket(i)
 			for s := range bucketSlots {
-				k1, w0, meta, ver := c.slot(s)
-				if w0 != 0 && !fn(join(uint64(seg), w0, k1), unpackValue(meta, ver)) {
+				if !c.occupied(s) {
+					continue
+				}
+				lo, k1, val := c.slot(s)
+				if !fn(join(uint64(seg), lo, k1), val) {
 					return
 				}
 			}
