@@ -9,8 +9,8 @@ import (
 
 // Bucket layout.
 //
-// A body is an array of buckets of bucketSlots slots, 14 words each, i.e.
-// 28 bytes per slot. Inside a segment a key is identified by lo, the low 52
+// A body's slots are grouped in buckets of bucketSlots slots, 14 words each,
+// i.e. 28 bytes per slot. Inside a segment a key is identified by lo, the low 52
 // bits of its first word (the other 12 are the segment number), and k1, its
 // second word. A bucket holds:
 //
@@ -73,17 +73,20 @@ const (
 	maxSearch = 512
 )
 
-// Buckets are allocated in chunks of chunkBuckets: 1792 bytes, one of the
-// allocator's size classes, so full chunks waste nothing, and the last,
-// partial chunk is rounded up to its size class and all of it used. A body
-// can thus have any number of buckets for the memory it takes, and grow in
-// small steps at every size (one contiguous array would be rounded to the
-// allocator's size classes or to whole 8 KiB pages: up to 25% more memory
-// for some table sizes).
+// Buckets are allocated in chunks of 2^shift buckets, of one of two sizes
+// that are exactly allocator size classes: 16 buckets (1792 bytes) for
+// bodies of fewer than 128 buckets, 128 buckets (14336 bytes) for larger
+// ones. The last chunk may be partial; it is rounded up to its size class
+// and all of it used. A body can thus have about any number of buckets for
+// the memory it takes, and grow in small steps at every size: one
+// contiguous array would be rounded to the allocator's size classes or to
+// whole 8 KiB pages, up to 25% more memory at some table sizes. The chunk
+// table of a body of up to inlineChunks chunks (tables of up to ~15M
+// entries) lives in the body itself, next to the fields a lookup reads.
 const (
-	chunkShift   = 4
-	chunkBuckets = 1 << chunkShift
-	chunkMask    = chunkBuckets - 1
+	smallChunkShift = 4
+	largeChunkShift = 7
+	inlineChunks    = 8
 )
 
 // body is one segment's slot array: its current one, or an old version kept
@@ -101,13 +104,18 @@ const (
 // stores and only inside the owning segment's odd seq window. count and
 // refs are accessed by the writer only (under Table.wmu).
 type body struct {
-	chunks  []unsafe.Pointer // chunk i holds buckets [i*chunkBuckets, ...)
-	tab     unsafe.Pointer   // &chunks[0]
-	nbk     int              // buckets: nb main ones, then the stash
+	// The fields read by every lookup come first.
+	tab     unsafe.Pointer // &chunks[0]
 	nb      int
-	noStash bool // nbk == nb
-	maxCnt  int  // grow before count would exceed this
-	mem     int  // bytes allocated for the chunks
+	cmask   uint32                       // 1<<shift - 1
+	shift   uint8                        // chunk i holds buckets [i<<shift, (i+1)<<shift)
+	noStash bool                         // nbk == nb
+	inline  [inlineChunks]unsafe.Pointer // chunks' array, if it fits
+
+	chunks []unsafe.Pointer
+	nbk    int // buckets: nb main ones, then the stash
+	maxCnt int // grow before count would exceed this
+	mem    int // bytes allocated for the chunks
 
 	count int // occupied slots (writer only)
 	refs  int // Views referencing this body (writer only)
@@ -133,14 +141,22 @@ func fastrange(x uint64, n int) int {
 // main buckets.
 func newBody(want, stash int) *body {
 	n := max((want+bucketSlots-1)/bucketSlots, 1) + stash
-	full, rest := n>>chunkShift, n&chunkMask
-	b := &body{chunks: make([]unsafe.Pointer, 0, full+1)}
+	b := &body{shift: smallChunkShift}
+	if n >= 1<<largeChunkShift {
+		b.shift = largeChunkShift
+	}
+	b.cmask = 1<<b.shift - 1
+	full, rest := n>>b.shift, n&int(b.cmask)
+	b.chunks = b.inline[:0]
+	if full >= inlineChunks {
+		b.chunks = make([]unsafe.Pointer, 0, full+1)
+	}
 	for range full {
-		b.addChunk(make([]bucket, chunkBuckets))
+		b.addChunk(make([]bucket, 1<<b.shift))
 	}
 	if rest > 0 {
 		c := slices.Grow([]bucket(nil), rest)
-		b.addChunk(c[:min(cap(c), chunkBuckets)])
+		b.addChunk(c[:min(cap(c), 1<<b.shift)])
 	}
 	b.tab = unsafe.Pointer(&b.chunks[0])
 	b.nb = b.nbk - stash
@@ -161,7 +177,7 @@ func (b *body) bucket(i int) *bucket {
 	if uint(i) >= uint(b.nbk) {
 		panic("table: bucket index out of range")
 	}
-	return (*bucket)(unsafe.Add(b.chunks[i>>chunkShift], (i&chunkMask)*bucketBytes))
+	return (*bucket)(unsafe.Add(b.chunks[i>>b.shift], (i&int(b.cmask))*bucketBytes))
 }
 
 // slots is the number of main slots.
@@ -185,10 +201,10 @@ func (b *body) buckets(lo, k1 uint64) (int, int) {
 }
 
 // bucketAt returns bucket i (< nb) on behalf of a reader: it is
-// bucket without the bounds check, for the lookup fast path.
-func (b *body) bucketAt(i int) *bucket {
-	c := *(*unsafe.Pointer)(unsafe.Add(b.tab, uintptr(i>>chunkShift)*unsafe.Sizeof(b.tab)))
-	return (*bucket)(unsafe.Add(c, uintptr(i&chunkMask)*bucketBytes))
+// bucket without the bounds checks, for the lookup fast path.
+func (b *body) bucketAt(i uint) *bucket {
+	c := *(*unsafe.Pointer)(unsafe.Add(b.tab, (i>>(b.shift&63))*uint(unsafe.Sizeof(b.tab))))
+	return (*bucket)(unsafe.Add(c, (i&uint(b.cmask))*bucketBytes))
 }
 
 // word atomically loads the word at byte offset off from p, which must lie
@@ -439,15 +455,18 @@ func (b *body) add(pl *placer, lo, k1 uint64, v Value) bool {
 // clone returns an unshared copy of b.
 func (b *body) clone() *body {
 	nb := *b
-	nb.chunks = make([]unsafe.Pointer, len(b.chunks))
-	nb.tab = unsafe.Pointer(&nb.chunks[0])
 	nb.refs = 0
+	nb.chunks = nb.inline[:len(b.chunks)]
+	if len(b.chunks) > inlineChunks {
+		nb.chunks = make([]unsafe.Pointer, len(b.chunks))
+	}
 	for i, c := range b.chunks {
-		n := min(b.nbk-i<<chunkShift, chunkBuckets)
+		n := min(b.nbk-i<<b.shift, 1<<b.shift)
 		d := make([]bucket, n)
 		copy(d, unsafe.Slice((*bucket)(c), n))
 		nb.chunks[i] = unsafe.Pointer(&d[0])
 	}
+	nb.tab = unsafe.Pointer(&nb.chunks[0])
 	return &nb
 }
 

@@ -155,7 +155,7 @@ func (t *Table) Get(k Key) (Value, bool) {
 	b := sg.body.Load()
 	h1, _ := bits.Mul64(k1, uint64(b.nb))
 	h2, _ := bits.Mul64(k0<<segBits, uint64(b.nb))
-	pq := [2]*bucket{b.bucketAt(int(h1)), b.bucketAt(int(h2))}
+	pq := [2]*bucket{b.bucketAt(uint(h1)), b.bucketAt(uint(h2))}
 	v, st := probe(&pq, k0, k1, sg, seq, b.noStash)
 	if st != probeSlow {
 		return v, st == probeHit
