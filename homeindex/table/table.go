@@ -170,16 +170,16 @@ const (
 	probeSlow // look again, with getSlow
 )
 
-// probe looks for a key in its two candidate buckets pq, read under
-// the seqlock of segment sg whose counter was seq; noStash is that of the
-// body holding them. It reports probeSlow if the key may be elsewhere (a
+// probe looks for a key in its two candidate buckets pq, read under the
+// seqlock of segment sg whose counter was seq; noStash is that of the body
+// holding them. It reports probeSlow if the key may be elsewhere (a
 // tag matched another key, or there is a stash) or the segment was being
 // written.
 //
 // It is a separate function so that the bucket pointers are plain values
-// in registers: each atomic load is then a single instruction. The common case has no branch
-// that depends on the loaded data except the last ones, which are
-// predictable.
+// in registers: each atomic load is then a single instruction. The common
+// case has no branch that depends on the loaded data except the last ones,
+// which are predictable.
 //
 //go:noinline
 func probe(pq *[2]*bucket, k0, k1 uint64, sg *segment, seq uint64, noStash bool) (Value, int) {
@@ -390,8 +390,8 @@ type View struct {
 func (v *View) Len() int { return v.n }
 
 // Range calls fn for every entry of the view, in no particular order, until
-// fn returns false. fn may call methods of the table (including Put and
-// Delete) but must not call v.Release.
+// fn returns false. fn may call the table's methods (Put and Delete too, if
+// the caller is the writer) but not v.Release.
 func (v *View) Range(fn func(k Key, v Value) bool) {
 	for seg, b := range v.bodies {
 		for i := range b.nbk {
