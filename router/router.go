@@ -79,7 +79,6 @@ type Router struct {
 	proxies    map[string]*httputil.ReverseProxy
 	resolution *prometheus.CounterVec
 	policy     atomic.Pointer[residency.Policy]
-	policyVer  prometheus.GaugeFunc
 }
 
 // New validates cfg and builds a router.
