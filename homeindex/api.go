@@ -218,23 +218,16 @@ func (n *Node) serveWrite(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) serveJoin(w http.ResponseWriter, r *http.Request) {
-	var m memberRequest
-	if err := decodeBody(w, r, &m); err != nil {
-		writeError(w, err)
-		return
-	}
-	if !n.IsLeader() && r.Header.Get(headerForwarded) != "" {
-		writeError(w, ErrNoLeader)
-		return
-	}
-	if err := n.Join(r.Context(), m.ID, m.Raft, m.API, m.Voter); err != nil {
-		writeError(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	n.serveMember(w, r, func(m memberRequest) error { return n.Join(r.Context(), m.ID, m.Raft, m.API, m.Voter) })
 }
 
 func (n *Node) serveLeave(w http.ResponseWriter, r *http.Request) {
+	n.serveMember(w, r, func(m memberRequest) error { return n.Leave(r.Context(), m.ID) })
+}
+
+// serveMember decodes a membership change and runs it; a request a
+// follower already forwarded is not forwarded again.
+func (n *Node) serveMember(w http.ResponseWriter, r *http.Request, change func(memberRequest) error) {
 	var m memberRequest
 	if err := decodeBody(w, r, &m); err != nil {
 		writeError(w, err)
@@ -244,7 +237,7 @@ func (n *Node) serveLeave(w http.ResponseWriter, r *http.Request) {
 		writeError(w, ErrNoLeader)
 		return
 	}
-	if err := n.Leave(r.Context(), m.ID); err != nil {
+	if err := change(m); err != nil {
 		writeError(w, err)
 		return
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/domicile/domicile/deploy/dev"
+	"github.com/domicile/domicile/internal/testenv"
 )
 
 // This file holds an in-process cluster whose nodes can be stopped and
@@ -208,7 +209,7 @@ func (c *chaosCluster) leader() int {
 func (c *chaosCluster) waitLeader(d time.Duration) int {
 	c.t.Helper()
 	l := -1
-	pollUntil(c.t, d, "a leader", func() bool { l = c.leader(); return l >= 0 })
+	testenv.WaitFor(c.t, d, "a leader", func() bool { l = c.leader(); return l >= 0 })
 	return l
 }
 
@@ -223,23 +224,11 @@ func (c *chaosCluster) setPolicy() {
 	}
 }
 
-// pollUntil polls cond every few milliseconds until it holds or d passes.
-func pollUntil(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // waitRejoined waits until replica i follows (or is) a leader and has
 // re-applied the log it had on disk.
 func (c *chaosCluster) waitRejoined(i int, d time.Duration) {
 	c.t.Helper()
-	pollUntil(c.t, d, c.peers[i].ID+" to rejoin", func() bool {
+	testenv.WaitFor(c.t, d, c.peers[i].ID+" to rejoin", func() bool {
 		n := c.node(i)
 		return n != nil && n.Ready()
 	})
@@ -336,7 +325,7 @@ func TestLeaderKillsLoseNoAcknowledgedClaim(t *testing.T) {
 		old := c.peers[l].ID
 		t0 := time.Now()
 		c.stop(l)
-		pollUntil(t, 15*time.Second, "a new leader after stopping "+old, func() bool {
+		testenv.WaitFor(t, 15*time.Second, "a new leader after stopping "+old, func() bool {
 			for i := range c.peers {
 				if n := c.node(i); n != nil {
 					if id := n.Leader(); id != "" && id != old {

@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/domicile/domicile/deploy/dev"
+	"github.com/domicile/domicile/internal/testenv"
 )
 
 const testToken = "test-internal-token"
@@ -58,7 +59,7 @@ func startCluster(t *testing.T, n int) *testCluster {
 			tc.stop(i)
 		}
 	})
-	waitFor(t, 10*time.Second, "a leader", func() bool { return tc.nodes[0].Ready() })
+	testenv.WaitFor(t, 10*time.Second, "a leader", func() bool { return tc.nodes[0].Ready() })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := tc.nodes[0].SetPolicy(ctx, 1, dev.Policy); err != nil {
@@ -116,17 +117,6 @@ func (tc *testCluster) leader(t *testing.T) int {
 	return -1
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func key(b byte) Key { var k Key; k[0] = b; k[15] = b; return k }
 
 func TestClusterClaimReleaseAndForwarding(t *testing.T) {
@@ -141,7 +131,7 @@ func TestClusterClaimReleaseAndForwarding(t *testing.T) {
 		t.Fatalf("claim via follower: %v", err)
 	}
 	for i, n := range tc.nodes {
-		waitFor(t, 5*time.Second, fmt.Sprintf("replica %d to see the claim", i), func() bool {
+		testenv.WaitFor(t, 5*time.Second, fmt.Sprintf("replica %d to see the claim", i), func() bool {
 			e, ok := n.Lookup(key(2))
 			return ok && e.Region == "eu-west" && e.Owner == OwnerOf("eu-west.u1") && e.Version > 0
 		})
@@ -195,7 +185,7 @@ func TestClientFailsOverWhenLeaderDies(t *testing.T) {
 		if i == old {
 			continue
 		}
-		waitFor(t, 5*time.Second, "replication after failover", func() bool {
+		testenv.WaitFor(t, 5*time.Second, "replication after failover", func() bool {
 			_, ok9 := n.Lookup(key(9))
 			_, ok10 := n.Lookup(key(10))
 			return ok9 && ok10
@@ -393,7 +383,7 @@ func TestRehomeFencingAndRevocation(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, node := range tc.nodes {
-		waitFor(t, 5*time.Second, fmt.Sprintf("revocation on replica %d", i), func() bool { return node.IsRevoked("sid-1") })
+		testenv.WaitFor(t, 5*time.Second, fmt.Sprintf("revocation on replica %d", i), func() bool { return node.IsRevoked("sid-1") })
 		if node.IsRevoked("sid-2") {
 			t.Fatal("unrelated session revoked")
 		}
@@ -422,7 +412,7 @@ func TestFollowerCatchesUpFromSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	tc.restart(t, lagger, laggerDir)
-	waitFor(t, 30*time.Second, "the restarted follower to catch up", func() bool { return tc.nodes[lagger].Len() == n })
+	testenv.WaitFor(t, 30*time.Second, "the restarted follower to catch up", func() bool { return tc.nodes[lagger].Len() == n })
 	if st := tc.nodes[lagger].Status(); st.SnapshotIndex == 0 {
 		t.Fatalf("follower did not install a snapshot: %+v", st)
 	}

@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/domicile/domicile/residency"
 )
 
 // Errors returned by writes. They are values, so they survive the trip
@@ -157,26 +159,13 @@ func (c *command) validate() error {
 	if c.Op == opClaim && len(c.Rule) > MaxRuleLen {
 		return fmt.Errorf("%w: rule: longer than %d bytes", ErrInvalid, MaxRuleLen)
 	}
-	if c.Op == opClaim && !validRegion(c.Region) {
+	if c.Op == opClaim && !residency.ValidRegionName(c.Region) {
 		return fmt.Errorf("%w: region: %q is not a region name", ErrInvalid, c.Region)
 	}
-	if c.Op == opRehome && (!validRegion(c.Region) || !validRegion(c.To)) {
+	if c.Op == opRehome && (!residency.ValidRegionName(c.Region) || !residency.ValidRegionName(c.To)) {
 		return fmt.Errorf("%w: rehome: bad region name", ErrInvalid)
 	}
 	return nil
-}
-
-func validRegion(s string) bool {
-	if s == "" || len(s) > MaxRegionLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // Log entry format: one format byte, then a uvarint count of commands,

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/domicile/domicile/internal/testenv"
 )
 
 // TestCrashRecoverySIGKILL runs three replicas as real processes, loads
@@ -43,7 +45,7 @@ func TestCrashRecoverySIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The leader registers the policy; claims work once it is committed.
-	pollUntil(t, 30*time.Second, "a first claim to succeed (policy registered)", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "a first claim to succeed (policy registered)", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		return probe.Claim(ctx, []Key{crashKey(255, 0)}, "eu-west", "eu-west.probe") == nil

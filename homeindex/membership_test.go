@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/domicile/domicile/internal/testenv"
 )
 
 // A router that is not a voter joins at run time, serves local reads and
@@ -37,7 +39,7 @@ func TestNonVoterJoinsAndLeaves(t *testing.T) {
 	go srv.Serve(al)
 	t.Cleanup(func() { srv.Close(); n4.Close() })
 
-	waitFor(t, 15*time.Second, "the non-voter to replicate", func() bool {
+	testenv.WaitFor(t, 15*time.Second, "the non-voter to replicate", func() bool {
 		e, ok := n4.Lookup(key(50))
 		return ok && e.Owner == OwnerOf("before")
 	})
@@ -65,7 +67,7 @@ func TestNonVoterJoinsAndLeaves(t *testing.T) {
 	if err := tc.nodes[(tc.leader(t)+1)%3].Leave(ctx, "r4"); err != nil {
 		t.Fatalf("leave: %v", err)
 	}
-	waitFor(t, 10*time.Second, "r4 to leave the configuration", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "r4 to leave the configuration", func() bool {
 		for _, m := range tc.nodes[0].Status().Members {
 			if m.ID == "r4" {
 				return false

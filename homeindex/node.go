@@ -561,10 +561,7 @@ func (n *Node) batcher() {
 			n.batchSizes.Observe(float64(len(batch)))
 			n.applyLatency.Observe(time.Since(start).Seconds())
 			if err != nil {
-				if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
-					errors.Is(err, raft.ErrEnqueueTimeout) || errors.Is(err, raft.ErrRaftShutdown) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
-					err = fmt.Errorf("%w: %v", ErrNoLeader, err)
-				} else {
+				if err = raftErr(err); !errors.Is(err, ErrNoLeader) {
 					err = fmt.Errorf("homeindex: apply: %w", err)
 				}
 				for _, p := range batch {
@@ -707,12 +704,16 @@ func (n *Node) Leave(ctx context.Context, id string) error {
 	})
 }
 
+// raftErr maps Raft's "not now, no leader here" errors to ErrNoLeader, which
+// callers retry; anything else is returned as it is.
 func raftErr(err error) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrEnqueueTimeout) {
-		return fmt.Errorf("%w: %v", ErrNoLeader, err)
+	for _, e := range []error{raft.ErrNotLeader, raft.ErrLeadershipLost, raft.ErrEnqueueTimeout, raft.ErrRaftShutdown, raft.ErrLeadershipTransferInProgress} {
+		if errors.Is(err, e) {
+			return fmt.Errorf("%w: %v", ErrNoLeader, err)
+		}
 	}
 	return err
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/domicile/domicile/deploy/dev"
+	"github.com/domicile/domicile/internal/testenv"
 )
 
 // A replica in its own process, for tests that SIGKILL replicas: the test
@@ -230,7 +231,7 @@ func waitChildrenReady(t *testing.T, procs []*childProc, token string, d time.Du
 	t.Helper()
 	for _, p := range procs {
 		api := "http://" + p.cfg.APIAddr
-		pollUntil(t, d, p.cfg.ID+" to report a leader", func() bool {
+		testenv.WaitFor(t, d, p.cfg.ID+" to report a leader", func() bool {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
 			s, err := childStatus(ctx, api, token)

@@ -103,7 +103,7 @@ func (p *Policy) validate(loc *locator) error {
 	for _, name := range sortedKeys(d.Regions) {
 		r := d.Regions[name]
 		field := "regions." + name
-		if !validRegionName(name) {
+		if !ValidRegionName(name) {
 			field = "regions[" + strconv.Quote(name) + "]"
 			v.add(field, loc.key("regions", name), fmt.Sprintf("invalid region name %q: must be 1-%d lower-case letters, digits or '-'",
 				name, maxRegionNameLen))
@@ -243,8 +243,9 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-// validRegionName reports whether s is 1-32 of [a-z0-9-].
-func validRegionName(s string) bool {
+// ValidRegionName reports whether s is a well-formed region name: 1-32 of
+// [a-z0-9-]. The home index applies the same rule to the regions it stores.
+func ValidRegionName(s string) bool {
 	if len(s) == 0 || len(s) > maxRegionNameLen {
 		return false
 	}

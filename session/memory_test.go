@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/domicile/domicile/internal/testenv"
 )
 
 func (m *Memory) count() int {
@@ -68,7 +70,7 @@ func TestMemorySweeperRunsAndStops(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock.Advance(time.Hour)
-	eventually(t, 5*time.Second, "the background sweeper did not drop the expired session", func() bool { return m.count() == 0 })
+	testenv.WaitFor(t, 5*time.Second, "the background sweeper did not drop the expired session", func() bool { return m.count() == 0 })
 
 	for range 2 { // Close is idempotent
 		if err := m.Close(); err != nil {

@@ -107,7 +107,7 @@ func TestRedisExpiresOnTheServer(t *testing.T) {
 	if err := r.Put(ctx, Session{ID: id, UserID: "u", ExpiresAt: time.Now().Add(100 * time.Millisecond)}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "Redis kept the session's key past its TTL", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "Redis kept the session's key past its TTL", func() bool {
 		n, err := client.Exists(ctx, r.key(id)).Result()
 		return err == nil && n == 0
 	})

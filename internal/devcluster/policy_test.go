@@ -10,6 +10,7 @@ import (
 	"time"
 
 	devdeploy "github.com/domicile/domicile/deploy/dev"
+	"github.com/domicile/domicile/internal/testenv"
 )
 
 func adminDo(t *testing.T, c *Cluster, method, url, body string) (int, map[string]any) {
@@ -81,7 +82,7 @@ func TestPolicyChangeReachesEveryRouter(t *testing.T) {
 	}
 	var lag []time.Duration
 	for _, rt := range c.Routers {
-		waitFor(t, 1*time.Second-time.Since(start), rt.Name+" to apply version 2", func() bool { return rt.Router.Policy().Version() == 2 })
+		testenv.WaitFor(t, 1*time.Second-time.Since(start), rt.Name+" to apply version 2", func() bool { return rt.Router.Policy().Version() == 2 })
 		lag = append(lag, time.Since(start))
 	}
 	t.Logf("policy v2 in force on all routers %v after the PUT returned/started", lag)
@@ -105,17 +106,6 @@ func TestPolicyChangeReachesEveryRouter(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // The index counts the entries each residency rule created, so a diff can
 // say how many users a changed rule homed.
 func TestRuleCounts(t *testing.T) {
@@ -131,7 +121,7 @@ func TestRuleCounts(t *testing.T) {
 	post(t, nil, r[1]+"/signup", `{"email":"a@acme.de",`+pw+`}`, nil)
 	want := map[string]uint64{"email_domain:acme.de": 2, "country:SG": 1, "default": 1}
 	for _, rt := range c.Routers {
-		waitFor(t, 2*time.Second, rt.Name+" rule counts", func() bool {
+		testenv.WaitFor(t, 2*time.Second, rt.Name+" rule counts", func() bool {
 			got := rt.Index.RuleCounts()
 			if len(got) != len(want) {
 				return false

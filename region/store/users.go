@@ -56,28 +56,12 @@ func (db *DB) CreateUser(ctx context.Context, u User) error {
 	}
 	u.CreatedAt = u.CreatedAt.UTC().Truncate(time.Microsecond)
 
-	err := db.tx.Tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		// ON CONFLICT DO NOTHING rather than catching each driver's
-		// unique-violation error: the same statement works on all three
-		// backends and leaves a PostgreSQL transaction usable.
-		res, err := tx.ExecContext(ctx,
-			`INSERT INTO users (id, email, name, password_hash, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
-			u.ID, u.Email, u.Name, u.PasswordHash, db.d.timeValue(u.CreatedAt))
-		if err != nil {
-			return err
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return ErrDuplicate
-		}
-		return nil
-	})
-	if errors.Is(err, ErrDuplicate) {
-		err = ErrDuplicate // not "sqltx: already exists"
-	}
+	// ON CONFLICT DO NOTHING rather than catching each driver's
+	// unique-violation error: the same statement works on all three
+	// backends and leaves a PostgreSQL transaction usable.
+	err := db.execOne(ctx, ErrDuplicate,
+		`INSERT INTO users (id, email, name, password_hash, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
+		u.ID, u.Email, u.Name, u.PasswordHash, db.d.timeValue(u.CreatedAt))
 	if err != nil {
 		// The email is personal data: it stays out of error messages.
 		return fmt.Errorf("store: create user %s: %w", u.ID, err)
@@ -108,23 +92,7 @@ func (db *DB) UserByEmail(ctx context.Context, email string) (User, error) {
 // DeleteUser removes the user with the given id. Its error wraps ErrNotFound
 // when there is none.
 func (db *DB) DeleteUser(ctx context.Context, id string) error {
-	err := db.tx.Tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM users WHERE id = $1`, id)
-		if err != nil {
-			return err
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return ErrNotFound
-		}
-		return nil
-	})
-	if errors.Is(err, ErrNotFound) {
-		err = ErrNotFound // not "sqltx: not found"
-	}
+	err := db.execOne(ctx, ErrNotFound, `DELETE FROM users WHERE id = $1`, id)
 	if err != nil {
 		return fmt.Errorf("store: delete user %s: %w", id, err)
 	}
@@ -154,4 +122,27 @@ func (s *timeScanner) Scan(v any) error {
 		return fmt.Errorf("store: timestamp: unexpected %T", v)
 	}
 	return nil
+}
+
+// execOne runs one statement in a retried transaction and returns none
+// (bare, not wrapped by sqltx) if it touched no row.
+func (db *DB) execOne(ctx context.Context, none error, query string, args ...any) error {
+	err := db.tx.Tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return none
+		}
+		return nil
+	})
+	if errors.Is(err, none) {
+		return none
+	}
+	return err
 }
