@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -51,14 +53,27 @@ const MinSecretLen = 32
 // Hasher turns identifiers into index keys. Routers and regions share the
 // secret so that both derive the same key without sending the identifier
 // anywhere.
-type Hasher struct{ secret []byte }
+type Hasher struct {
+	secret []byte
+	pool   sync.Pool // of *keyMAC
+}
+
+// keyMAC is a reusable HMAC state with its scratch space, so that hashing
+// an identifier does not allocate.
+type keyMAC struct {
+	mac hash.Hash
+	buf []byte
+	sum [sha256.Size]byte
+}
 
 // NewHasher returns a Hasher with the given secret (at least MinSecretLen bytes).
 func NewHasher(secret []byte) (*Hasher, error) {
 	if len(secret) < MinSecretLen {
 		return nil, fmt.Errorf("index secret: want at least %d bytes, got %d", MinSecretLen, len(secret))
 	}
-	return &Hasher{secret: append([]byte(nil), secret...)}, nil
+	h := &Hasher{secret: append([]byte(nil), secret...)}
+	h.pool.New = func() any { return &keyMAC{mac: hmac.New(sha256.New, h.secret)} }
+	return h, nil
 }
 
 // EmailKey returns the key of a normalised email address.
@@ -67,12 +82,15 @@ func (h *Hasher) EmailKey(normalisedEmail string) Key {
 }
 
 func (h *Hasher) key(kind, id string) Key {
-	m := hmac.New(sha256.New, h.secret)
-	m.Write([]byte(kind))
-	m.Write([]byte(id))
-	var sum [sha256.Size]byte
+	m := h.pool.Get().(*keyMAC)
+	m.mac.Reset()
+	m.buf = append(append(m.buf[:0], kind...), id...)
+	m.mac.Write(m.buf)
 	var k Key
-	copy(k[:], m.Sum(sum[:0]))
+	copy(k[:], m.mac.Sum(m.sum[:0]))
+	if cap(m.buf) <= 4<<10 {
+		h.pool.Put(m)
+	}
 	return k
 }
 

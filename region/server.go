@@ -22,6 +22,7 @@ import (
 	"github.com/domicile/domicile/internal/httpserver"
 	"github.com/domicile/domicile/internal/metrics"
 	"github.com/domicile/domicile/internal/problem"
+	"github.com/domicile/domicile/internal/routesig"
 	"github.com/domicile/domicile/region/store"
 	"github.com/domicile/domicile/session"
 )
@@ -52,7 +53,16 @@ type Config struct {
 	SessionTTL time.Duration // default 12h
 	Argon2     Argon2Params  // default DefaultArgon2
 	Logger     *slog.Logger
+	// RouteKey verifies the Domicile-Route header of every request (the
+	// routers sign with it); at least 32 bytes.
+	RouteKey []byte
+	// SessionKey signs this region's session tokens.
+	SessionKey *session.SigningKey
 }
+
+// SessionCookie is the cookie that carries the session token (the router
+// reads the same name).
+const SessionCookie = "domicile_session"
 
 // Password length limits (characters).
 const (
@@ -70,6 +80,10 @@ type Server struct {
 	dummyHash string // verified against for unknown users, so timing matches
 	signups   *prometheus.CounterVec
 	logins    *prometheus.CounterVec
+	refused   *prometheus.CounterVec
+	route     *routesig.Verifier
+	issuer    *session.Issuer
+	jwks      []byte
 }
 
 // New builds a regional server.
@@ -85,6 +99,20 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("region: index: required")
 	case cfg.Hasher == nil:
 		return nil, errors.New("region: index secret: required")
+	case cfg.SessionKey == nil:
+		return nil, errors.New("region: session key: required")
+	}
+	route, err := routesig.NewVerifier(cfg.RouteKey, cfg.Name, 0)
+	if err != nil {
+		return nil, fmt.Errorf("region: route key: %w", err)
+	}
+	issuer, err := session.NewIssuer(cfg.Name, cfg.SessionKey)
+	if err != nil {
+		return nil, fmt.Errorf("region: session key: %w", err)
+	}
+	jwks, err := session.MarshalJWKS([]session.PublicKey{issuer.PublicKey()})
+	if err != nil {
+		return nil, fmt.Errorf("region: session key: %w", err)
 	}
 	if cfg.SessionTTL <= 0 {
 		cfg.SessionTTL = 12 * time.Hour
@@ -104,6 +132,12 @@ func New(cfg Config) (*Server, error) {
 		log:       cfg.Logger.With("region", cfg.Name),
 		metrics:   metrics.New("region", cfg.Name),
 		dummyHash: dummy,
+		route:     route,
+		issuer:    issuer,
+		jwks:      jwks,
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "domicile_region_misrouted_total", Help: "Requests refused with 421 because their route header was missing, invalid, stale, replayed or for another region.",
+		}, []string{"reason"}),
 		signups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "domicile_region_signups_total", Help: "Sign-up attempts by outcome.",
 		}, []string{"outcome"}),
@@ -111,14 +145,23 @@ func New(cfg Config) (*Server, error) {
 			Name: "domicile_region_logins_total", Help: "Password logins by outcome.",
 		}, []string{"outcome"}),
 	}
-	s.metrics.Register(s.signups, s.logins)
+	s.metrics.Register(s.signups, s.logins, s.refused)
 
 	e := httpserver.NewEcho(s.log, s.metrics)
+	e.Use(s.requireRoute)
 	e.GET("/readyz", s.readyz)
+	e.GET("/internal/session-keys", s.sessionKeys)
 	e.POST("/signup", s.signup)
 	e.POST("/login", s.login)
 	s.echo = e
 	return s, nil
+}
+
+// sessionKeys serves the public keys of this region's session tokens
+// (a JWKS), which routers fetch to verify tokens offline.
+func (s *Server) sessionKeys(c echo.Context) error {
+	c.Response().Header().Set("Cache-Control", "max-age=60")
+	return c.Blob(http.StatusOK, "application/jwk-set+json", s.jwks)
 }
 
 // Handler is the server's HTTP handler.
@@ -278,13 +321,22 @@ func (s *Server) login(c echo.Context) error {
 	if err := s.cfg.Sessions.Put(ctx, sess); err != nil {
 		return fmt.Errorf("login: store session: %w", err)
 	}
+	token, err := s.issuer.Issue(session.Claims{Subject: u.ID, Home: s.cfg.Name, SessionID: sid, IssuedAt: now, Expiry: sess.ExpiresAt})
+	if err != nil {
+		return fmt.Errorf("login: issue session token: %w", err)
+	}
 	s.logins.WithLabelValues("ok").Inc()
 	c.Response().Header().Set("Cache-Control", "no-store")
+	c.SetCookie(&http.Cookie{
+		Name: SessionCookie, Value: token, Path: "/", Expires: sess.ExpiresAt,
+		HttpOnly: true, Secure: c.Scheme() == "https" || c.Request().Header.Get("X-Forwarded-Proto") == "https", SameSite: http.SameSiteLaxMode,
+	})
 	return c.JSON(http.StatusOK, map[string]any{
-		"session_id": sid,
-		"user_id":    u.ID,
-		"home":       s.cfg.Name,
-		"expires_at": sess.ExpiresAt.Format(time.RFC3339),
+		"session_token": token,
+		"session_id":    sid,
+		"user_id":       u.ID,
+		"home":          s.cfg.Name,
+		"expires_at":    sess.ExpiresAt.Format(time.RFC3339),
 	})
 }
 

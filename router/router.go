@@ -1,31 +1,34 @@
 package router
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/netip"
-	"net/url"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+	"github.com/valyala/fastjson"
 
 	"github.com/domicile/domicile/homeindex"
 	"github.com/domicile/domicile/internal/httpserver"
 	"github.com/domicile/domicile/internal/metrics"
 	"github.com/domicile/domicile/internal/problem"
+	"github.com/domicile/domicile/internal/routesig"
 	"github.com/domicile/domicile/residency"
+	"github.com/domicile/domicile/session"
 )
 
 // PolicyStore is where the policy in force is kept: the home index, so
@@ -49,9 +52,10 @@ type Config struct {
 	Name string
 	// Policy is the policy to start with; the one in the index replaces it
 	// (SetPolicy) as soon as the replica has applied it.
-	Policy  *residency.Policy
-	GeoIP   *residency.GeoIP // optional: without it, country rules never match
-	Regions map[string]string
+	Policy *residency.Policy
+	GeoIP  *residency.GeoIP // optional: without it, country rules never match
+	// Regions lists the base URLs of every region's nodes.
+	Regions map[string][]string
 	Index   IndexReader
 	// IndexAPI, if set, is mounted at /internal/index/ (the replica's
 	// internal API for regions and forwarded writes).
@@ -59,9 +63,19 @@ type Config struct {
 	Hasher         *homeindex.Hasher
 	TrustedProxies []netip.Prefix
 	// MaxBodyBytes bounds what the router reads of a body to find the
-	// identifier (default 16 KiB).
-	MaxBodyBytes int64
-	Logger       *slog.Logger
+	// identifier (default 16 KiB). Only JSON and form bodies are read;
+	// others are streamed to the region unread.
+	MaxBodyBytes int
+	// RouteKey signs the Domicile-Route header (at least 32 bytes).
+	RouteKey []byte
+	// Sessions verifies session tokens offline; nil: tokens are not used
+	// for resolution.
+	Sessions SessionVerifier
+	// Health tunes the active health checks of region nodes.
+	Health HealthConfig
+	// RateLimits limit credential endpoints per client.
+	RateLimits RateLimits
+	Logger     *slog.Logger
 	// Collectors are extra metrics to serve (e.g. the index replica's).
 	Collectors []prometheus.Collector
 	// AdminToken guards /admin/v1 (Bearer); empty disables the admin API.
@@ -70,18 +84,41 @@ type Config struct {
 	Policies PolicyStore
 }
 
-// Router is the edge HTTP server.
-type Router struct {
-	cfg        Config
-	echo       *echo.Echo
-	log        *slog.Logger
-	metrics    *metrics.Metrics
-	proxies    map[string]*httputil.ReverseProxy
-	resolution *prometheus.CounterVec
-	policy     atomic.Pointer[residency.Policy]
+// SessionVerifier verifies a session token offline.
+type SessionVerifier interface {
+	Verify(token string, now time.Time) (session.Claims, error)
 }
 
-// New validates cfg and builds a router.
+// Router is the edge HTTP server.
+type Router struct {
+	cfg      Config
+	echo     *echo.Echo
+	echoFast fasthttp.RequestHandler
+	log      *slog.Logger
+	metrics  *metrics.Metrics
+	pools    map[string]*pool
+	policy   atomic.Pointer[residency.Policy]
+	signer   *routesig.Signer
+	parsers  fastjson.ParserPool
+	health   HealthConfig
+	limits   limiters
+	instance string            // prefix of the request ids this router makes
+	keys     *session.Verifier // nil if Config.Sessions was given
+
+	resolutions *prometheus.CounterVec
+	resolvedBy  sync.Map // source+"/"+region → prometheus.Counter
+	statuses    *prometheus.CounterVec
+	byStatus    [600]prometheus.Counter
+	upstream    map[string]prometheus.Observer
+
+	srv   *fasthttp.Server
+	stop  chan struct{}
+	wg    sync.WaitGroup
+	loops sync.Once
+}
+
+// New validates cfg and builds a router. Start its health checks and serve
+// with Serve.
 func New(cfg Config) (*Router, error) {
 	switch {
 	case cfg.Name == "":
@@ -99,34 +136,66 @@ func New(cfg Config) (*Router, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	signer, err := routesig.NewSigner(cfg.RouteKey, cfg.Name)
+	if err != nil {
+		return nil, fmt.Errorf("router: route key: %w", err)
+	}
+	cfg.Health.defaults()
+	var inst [6]byte
+	_, _ = rand.Read(inst[:])
 	rt := &Router{
-		cfg:     cfg,
-		log:     cfg.Logger.With("router", cfg.Name),
-		metrics: metrics.New("router", cfg.Name),
-		proxies: make(map[string]*httputil.ReverseProxy),
-		resolution: prometheus.NewCounterVec(prometheus.CounterOpts{
+		cfg:      cfg,
+		log:      cfg.Logger.With("router", cfg.Name),
+		metrics:  metrics.New("router", cfg.Name),
+		pools:    make(map[string]*pool),
+		signer:   signer,
+		health:   cfg.Health,
+		instance: base64.RawURLEncoding.EncodeToString(inst[:]) + "-",
+		upstream: make(map[string]prometheus.Observer),
+		stop:     make(chan struct{}),
+		resolutions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "domicile_router_resolutions_total",
-			Help: "Home-region resolutions by source (index, email_domain, country, default) and region.",
+			Help: "Forwarded requests by resolution source (session, index, email_domain, country, default, nearest, ...) and home region.",
 		}, []string{"source", "region"}),
+		statuses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "domicile_router_forward_responses_total",
+			Help: "Responses to requests on the forwarding path, by status code (including the router's own refusals).",
+		}, []string{"code"}),
 	}
-	rt.metrics.Register(rt.resolution)
+	if cfg.Sessions == nil {
+		rt.keys = session.NewVerifier()
+		rt.cfg.Sessions = rt.keys
+	}
+	if rt.limits, err = newLimiters(cfg.RateLimits); err != nil {
+		return nil, err
+	}
+	upLatency := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "domicile_router_upstream_duration_seconds",
+		Help:    "Time from sending a request to a region node to its response header, by region.",
+		Buckets: []float64{.0002, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	}, []string{"region"})
+	nodeUp := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "domicile_router_node_healthy",
+		Help: "1 if the region node is in service, 0 if ejected by health checks.",
+	}, []string{"region", "node"})
+	rt.metrics.Register(rt.resolutions, rt.statuses, upLatency, nodeUp)
 	rt.metrics.Register(cfg.Collectors...)
-	transport := &http.Transport{
-		Proxy:                 nil,
-		DialContext:           (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: 30 * time.Second,
-		ExpectContinueTimeout: time.Second,
-	}
-	for name, raw := range cfg.Regions {
-		u, err := url.Parse(raw)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, fmt.Errorf("router: regions.%s: %q is not an http(s) URL", name, raw)
+	for name, urls := range cfg.Regions {
+		if len(urls) == 0 {
+			return nil, fmt.Errorf("router: regions.%s: no node URL", name)
 		}
-		rt.proxies[name] = rt.newProxy(name, u, transport)
+		pl := &pool{name: name}
+		for i, raw := range urls {
+			n, err := newNode(name, raw)
+			if err != nil {
+				return nil, fmt.Errorf("router: regions.%s[%d]: %w", name, i, err)
+			}
+			n.gauge = nodeUp.WithLabelValues(name, n.url)
+			n.gauge.Set(1)
+			pl.nodes = append(pl.nodes, n)
+		}
+		rt.pools[name] = pl
+		rt.upstream[name] = upLatency.WithLabelValues(name)
 	}
 	if err := rt.SetPolicy(cfg.Policy); err != nil {
 		return nil, err
@@ -145,10 +214,111 @@ func New(cfg Config) (*Router, error) {
 		admin.GET("/policy", rt.getPolicy)
 		admin.PUT("/policy", rt.putPolicy)
 	}
-	e.POST("/signup", rt.forwardByEmail)
-	e.POST("/login", rt.forwardByEmail)
 	rt.echo = e
+	rt.echoFast = fasthttpadaptor.NewFastHTTPHandler(e)
 	return rt, nil
+}
+
+// requests returns the counter of responses with the given status.
+func (rt *Router) requests(status int) prometheus.Counter {
+	if status < 100 || status >= len(rt.byStatus) {
+		status = 599
+	}
+	if c := rt.byStatus[status]; c != nil {
+		return c
+	}
+	c := rt.statuses.WithLabelValues(strconv.Itoa(status))
+	rt.byStatus[status] = c // benign race: every writer stores the same counter
+	return c
+}
+
+// resolved returns the counter of a resolution source and region.
+func (rt *Router) resolved(source, region string) prometheus.Counter {
+	k := source + "/" + region
+	if c, ok := rt.resolvedBy.Load(k); ok {
+		return c.(prometheus.Counter)
+	}
+	c := rt.resolutions.WithLabelValues(source, region)
+	rt.resolvedBy.Store(k, c)
+	return c
+}
+
+// Serve serves HTTP on ln until Shutdown. It also runs the health checks of
+// the region nodes.
+func (rt *Router) Serve(ln net.Listener) error {
+	rt.srv = &fasthttp.Server{
+		Handler:               rt.serveFast,
+		Name:                  "domicile",
+		ReadTimeout:           30 * time.Second, // bounds slow clients (slowloris)
+		WriteTimeout:          60 * time.Second,
+		IdleTimeout:           120 * time.Second,
+		ReadBufferSize:        16 << 10, // the largest request head accepted
+		MaxRequestBodySize:    64 << 20,
+		StreamRequestBody:     true,
+		NoDefaultServerHeader: true,
+		NoDefaultContentType:  true,
+		CloseOnShutdown:       true,
+		Logger:                fastLogger{rt.log},
+		ErrorHandler:          rt.serverError,
+	}
+	rt.startLoops()
+	return rt.srv.Serve(ln)
+}
+
+// startLoops starts the health checks and session-key refreshes (once).
+func (rt *Router) startLoops() {
+	rt.loops.Do(rt.runLoops)
+}
+
+func (rt *Router) runLoops() {
+	for _, pl := range rt.pools {
+		for _, n := range pl.nodes {
+			rt.wg.Go(func() { n.healthLoop(&rt.health, rt.stop, rt.log) })
+		}
+		if rt.keys != nil {
+			rt.wg.Go(func() { rt.keysLoop(pl, rt.keys) })
+		}
+	}
+}
+
+// Shutdown stops accepting connections, waits for requests in flight (until
+// ctx is done) and stops the health checks.
+func (rt *Router) Shutdown(ctx context.Context) error {
+	select {
+	case <-rt.stop:
+	default:
+		close(rt.stop)
+	}
+	rt.wg.Wait()
+	if rt.srv == nil {
+		return nil
+	}
+	return rt.srv.ShutdownWithContext(ctx)
+}
+
+// serverError answers requests fasthttp could not parse (too large a head,
+// a malformed request line, a body over the limit, a timeout).
+func (rt *Router) serverError(ctx *fasthttp.RequestCtx, err error) {
+	status := fasthttp.StatusBadRequest
+	var se interface{ Timeout() bool }
+	var small *fasthttp.ErrSmallBuffer
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		status = fasthttp.StatusRequestEntityTooLarge
+	case errors.As(err, &small):
+		status = fasthttp.StatusRequestHeaderFieldsTooLarge
+	case errors.As(err, &se) && se.Timeout():
+		status = fasthttp.StatusRequestTimeout
+	}
+	ctx.SetConnectionClose()
+	rt.fail(ctx, problem.New(status, "the request could not be read"))
+}
+
+// fastLogger sends fasthttp's own messages to slog.
+type fastLogger struct{ log *slog.Logger }
+
+func (l fastLogger) Printf(format string, args ...any) {
+	l.log.Warn("http server", "msg", fmt.Sprintf(format, args...))
 }
 
 // Policy returns the residency policy in force.
@@ -174,15 +344,15 @@ func (rt *Router) SetPolicy(p *residency.Policy) error {
 
 func (rt *Router) routable(p *residency.Policy) error {
 	for _, name := range p.Regions() {
-		if _, ok := rt.proxies[name]; !ok {
+		if _, ok := rt.pools[name]; !ok {
 			return fmt.Errorf("router: regions: policy region %q has no URL", name)
 		}
 	}
 	return nil
 }
 
-// Handler is the router's HTTP handler.
-func (rt *Router) Handler() http.Handler { return rt.echo }
+// FastHandler is the router's HTTP handler.
+func (rt *Router) FastHandler() fasthttp.RequestHandler { return rt.serveFast }
 
 func (rt *Router) readyz(c echo.Context) error {
 	if !rt.cfg.Index.Ready() {
@@ -193,31 +363,9 @@ func (rt *Router) readyz(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 }
 
-func (rt *Router) newProxy(region string, target *url.URL, tr http.RoundTripper) *httputil.ReverseProxy {
-	return &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(target)
-			pr.SetXForwarded()
-			pr.Out.Host = pr.In.Host
-		},
-		Transport:     tr,
-		FlushInterval: -1,
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			rt.log.Warn("upstream unreachable", "region", region, "err", err)
-			p := problem.New(http.StatusServiceUnavailable, "region "+region+" is unavailable")
-			p.RetryAfter = 1
-			p.Instance = r.URL.Path
-			problem.Write(w, p)
-		},
-	}
-}
-
-// resolve picks the home region for an identifier: the index for a known
-// user, the residency policy for a new one.
-func (rt *Router) resolve(key homeindex.Key, email string, client netip.Addr) (region, source, rule string) {
-	if e, ok := rt.cfg.Index.Lookup(key); ok {
-		return e.Region, "index", "index"
-	}
+// evaluate applies the residency policy to a new identifier (email may be
+// empty) and the client's address.
+func (rt *Router) evaluate(email string, client netip.Addr) (region, source, rule string) {
 	var country string
 	if client.IsValid() {
 		country = rt.cfg.GeoIP.Country(client)
@@ -228,62 +376,4 @@ func (rt *Router) resolve(key homeindex.Key, email string, client netip.Addr) (r
 		source = source[:i]
 	}
 	return d.Region, source, d.Rule
-}
-
-// forwardByEmail serves flows that carry the identifier in a JSON body
-// ({"email": ...}): it reads at most MaxBodyBytes, resolves the home and
-// forwards the body unchanged.
-func (rt *Router) forwardByEmail(c echo.Context) error {
-	req := c.Request()
-	body, err := io.ReadAll(io.LimitReader(req.Body, rt.cfg.MaxBodyBytes+1))
-	if err != nil {
-		return problem.New(http.StatusBadRequest, "body: could not be read")
-	}
-	if int64(len(body)) > rt.cfg.MaxBodyBytes {
-		return problem.New(http.StatusRequestEntityTooLarge, fmt.Sprintf("body: larger than %d bytes", rt.cfg.MaxBodyBytes))
-	}
-	if !utf8.Valid(body) {
-		return problem.New(http.StatusBadRequest, "body: not valid UTF-8")
-	}
-	var in struct {
-		Email string `json:"email"`
-	}
-	if err := json.Unmarshal(body, &in); err != nil {
-		return problem.New(http.StatusBadRequest, "body: invalid JSON: "+err.Error())
-	}
-	email, err := homeindex.NormalizeEmail(in.Email)
-	if err != nil {
-		return problem.New(http.StatusBadRequest, "email: "+err.Error())
-	}
-	if !rt.cfg.Index.CaughtUp() {
-		// A miss now could be a known user the replica has not re-read yet.
-		p := problem.New(http.StatusServiceUnavailable, "the home index replica is still loading")
-		p.RetryAfter = 1
-		return p
-	}
-	key := rt.cfg.Hasher.EmailKey(email)
-	client := clientIP(req.RemoteAddr, req.Header.Values("X-Forwarded-For"), rt.cfg.TrustedProxies)
-	region, source, rule := rt.resolve(key, email, client)
-	proxy, ok := rt.proxies[region]
-	if !ok {
-		// The index names a region this router does not know (a policy
-		// that dropped it, or a newer router config elsewhere).
-		rt.log.Error("resolved to unknown region", "key", key.String(), "region", region, "source", source)
-		p := problem.New(http.StatusServiceUnavailable, "home region is not reachable from this router")
-		p.RetryAfter = 5
-		return p
-	}
-	rt.resolution.WithLabelValues(source, region).Inc()
-	rid := c.Response().Header().Get(echo.HeaderXRequestID)
-	c.Response().Header().Del(echo.HeaderXRequestID) // the region echoes it back
-	// Only the keyed hash of the identifier is logged, never the identifier.
-	rt.log.Info("route", "request_id", rid, "path", req.URL.Path, "key", key.String(), "region", region, "source", source)
-
-	req.Body = io.NopCloser(bytes.NewReader(body))
-	req.ContentLength = int64(len(body))
-	req.Header.Set(echo.HeaderXRequestID, rid)
-	req.Header.Set("Domicile-Router", rt.cfg.Name)
-	req.Header.Set(homeindex.HeaderHomeRule, rule)
-	proxy.ServeHTTP(c.Response(), req)
-	return nil
 }

@@ -128,7 +128,7 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 		}
 	}
 	regionLns := map[string]net.Listener{}
-	regionURLs := map[string]string{}
+	regionURLs := map[string]launch.URLList{}
 	for _, name := range c.RegionNames {
 		l, err := net.Listen("tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.RegionPorts[name])))
 		if err != nil {
@@ -136,7 +136,7 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 		}
 		lns = append(lns, l)
 		regionLns[name] = l
-		regionURLs[name] = "http://" + l.Addr().String()
+		regionURLs[name] = launch.URLList{"http://" + l.Addr().String()}
 	}
 	var httpLns, raftLns []net.Listener
 	var peers []launch.PeerConfig
@@ -159,15 +159,19 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 	}
 
 	for _, name := range c.RegionNames {
+		if err := os.MkdirAll(filepath.Join(cfg.DataDir, name), 0o700); err != nil {
+			return c, fmt.Errorf("dev: region %s: %w", name, err)
+		}
 		r, err := launch.StartRegion(ctx, launch.RegionConfig{
-			Name:         name,
-			Database:     cfg.Database(name),
-			Sessions:     cfg.Sessions,
-			Index:        routerURLs,
-			SecretsValue: sec,
-			HTTPListener: regionLns[name],
-			Logger:       cfg.Logger.With("node", name),
-			Argon2:       cfg.Argon2,
+			Name:           name,
+			Database:       cfg.Database(name),
+			SessionKeyFile: filepath.Join(cfg.DataDir, name, "session-key.json"),
+			Sessions:       cfg.Sessions,
+			Index:          routerURLs,
+			SecretsValue:   sec,
+			HTTPListener:   regionLns[name],
+			Logger:         cfg.Logger.With("node", name),
+			Argon2:         cfg.Argon2,
 		})
 		if err != nil {
 			return c, fmt.Errorf("dev: region %s: %w", name, err)

@@ -33,6 +33,9 @@ type RegionConfig struct {
 	Index       []string       `yaml:"index"` // router base URLs for index writes
 	SecretsFile string         `yaml:"secrets_file"`
 	SessionTTL  time.Duration  `yaml:"session_ttl"`
+	// SessionKeyFile holds the region's session-token signing key
+	// (created, mode 0600, on first start).
+	SessionKeyFile string `yaml:"session_key_file"`
 
 	SecretsValue *Secrets             `yaml:"-"`
 	HTTPListener net.Listener         `yaml:"-"`
@@ -117,7 +120,16 @@ func StartRegion(ctx context.Context, cfg RegionConfig) (_ *Region, err error) {
 	r.Store = db
 	r.closers = append(r.closers, db.Close)
 
+	if cfg.SessionKeyFile == "" {
+		return nil, errors.New("region config: session_key_file: required")
+	}
+	skey, err := session.LoadOrCreateKeyFile(cfg.SessionKeyFile, cfg.Name)
+	if err != nil {
+		return nil, fmt.Errorf("region config: session_key_file: %w", err)
+	}
 	rcfg := region.Config{
+		RouteKey:   sec.RouteKey,
+		SessionKey: skey,
 		Name:       cfg.Name,
 		Users:      db,
 		Sessions:   r.Sessions,

@@ -12,8 +12,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/domicile/domicile/homeindex"
-	"github.com/domicile/domicile/internal/httpserver"
 	"github.com/domicile/domicile/residency"
 	"github.com/domicile/domicile/router"
 )
@@ -39,15 +40,22 @@ type IndexConfig struct {
 
 // RouterConfig is the configuration of one router.
 type RouterConfig struct {
-	Name           string            `yaml:"name"`
-	Listen         string            `yaml:"listen"`
-	Advertise      string            `yaml:"advertise"` // base URL other routers use (default http://<listen>)
-	Policy         string            `yaml:"policy"`    // path of the residency policy
-	GeoIP          string            `yaml:"geoip"`     // path of a country MMDB (optional)
-	Regions        map[string]string `yaml:"regions"`
-	TrustedProxies []string          `yaml:"trusted_proxies"`
-	SecretsFile    string            `yaml:"secrets_file"`
-	Index          IndexConfig       `yaml:"index"`
+	Name      string `yaml:"name"`
+	Listen    string `yaml:"listen"`
+	Advertise string `yaml:"advertise"` // base URL other routers use (default http://<listen>)
+	Policy    string `yaml:"policy"`    // path of the residency policy
+	GeoIP     string `yaml:"geoip"`     // path of a country MMDB (optional)
+	// Regions maps each region to the base URL of its node, or a list of
+	// them.
+	Regions        map[string]URLList `yaml:"regions"`
+	TrustedProxies []string           `yaml:"trusted_proxies"`
+	SecretsFile    string             `yaml:"secrets_file"`
+	Index          IndexConfig        `yaml:"index"`
+	// MaxBodyBytes bounds what the router reads of a JSON or form body to
+	// find the identifier (default 16 KiB).
+	MaxBodyBytes int             `yaml:"max_body_bytes"`
+	Health       HealthConfig    `yaml:"health"`
+	RateLimits   RateLimitConfig `yaml:"rate_limits"`
 
 	// Set programmatically (dev, tests) instead of from the file.
 	PolicyYAML   []byte       `yaml:"-"` // used instead of reading Policy
@@ -57,19 +65,52 @@ type RouterConfig struct {
 	Logger       *slog.Logger `yaml:"-"`
 }
 
+// URLList is one URL or a list of them.
+type URLList []string
+
+// UnmarshalYAML accepts a scalar or a sequence.
+func (u *URLList) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		*u = URLList{n.Value}
+		return nil
+	}
+	var l []string
+	if err := n.Decode(&l); err != nil {
+		return err
+	}
+	*u = l
+	return nil
+}
+
+// HealthConfig tunes the routers' active health checks of region nodes.
+type HealthConfig struct {
+	Interval time.Duration `yaml:"interval"` // default 1s
+	Timeout  time.Duration `yaml:"timeout"`  // default 1s
+	Fall     int           `yaml:"fall"`     // failed checks that eject a node (default 2)
+	Rise     int           `yaml:"rise"`     // good checks that return it (default 2)
+}
+
+// RateLimitConfig configures the per-client limits on credential endpoints.
+type RateLimitConfig struct {
+	Paths         []string     `yaml:"paths"`
+	PerIP         router.Limit `yaml:"per_ip"`
+	PerIdentifier router.Limit `yaml:"per_identifier"`
+}
+
 // Router is a running router and its index replica.
 type Router struct {
 	Name   string
 	Index  *homeindex.Node
 	Router *router.Router
-	HTTP   *httpserver.Server
+	ln     net.Listener
+	served chan error
 	geo    *residency.GeoIP
 	stop   chan struct{}
 	done   chan struct{}
 }
 
 // URL is the router's base URL.
-func (r *Router) URL() string { return r.HTTP.URL() }
+func (r *Router) URL() string { return "http://" + r.ln.Addr().String() }
 
 // StartRouter validates cfg and starts the router.
 func StartRouter(cfg RouterConfig) (_ *Router, err error) {
@@ -188,12 +229,20 @@ func StartRouter(cfg RouterConfig) (_ *Router, err error) {
 		httpLn.Close()
 		return nil, fmt.Errorf("router config: index: %w", err)
 	}
+	regions := make(map[string][]string, len(cfg.Regions))
+	for k, v := range cfg.Regions {
+		regions[k] = v
+	}
 	rt, err := router.New(router.Config{
 		Name:           cfg.Name,
 		Policy:         pol,
 		GeoIP:          geo,
-		Regions:        cfg.Regions,
+		Regions:        regions,
 		Index:          node,
+		MaxBodyBytes:   cfg.MaxBodyBytes,
+		RouteKey:       sec.RouteKey,
+		Health:         router.HealthConfig(cfg.Health),
+		RateLimits:     router.RateLimits{Paths: cfg.RateLimits.Paths, PerIP: cfg.RateLimits.PerIP, PerIdentifier: cfg.RateLimits.PerIdentifier},
 		IndexAPI:       node.Handler(),
 		Hasher:         hasher,
 		TrustedProxies: trusted,
@@ -217,11 +266,19 @@ func StartRouter(cfg RouterConfig) (_ *Router, err error) {
 		Name:   cfg.Name,
 		Index:  node,
 		Router: rt,
-		HTTP:   httpserver.Start(httpLn, rt.Handler(), log),
+		ln:     httpLn,
+		served: make(chan error, 1),
 		geo:    geo,
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
+	go func() {
+		err := rt.Serve(httpLn)
+		if err != nil {
+			log.Error("http server stopped", "addr", httpLn.Addr().String(), "err", err)
+		}
+		r.served <- err
+	}()
 	go r.ensurePolicy(pol.Version(), raw, log)
 	return r, nil
 }
@@ -256,7 +313,10 @@ func (r *Router) ensurePolicy(version int, raw []byte, log *slog.Logger) {
 func (r *Router) Shutdown(ctx context.Context) error {
 	close(r.stop)
 	<-r.done
-	err := r.HTTP.Shutdown(ctx)
+	err := r.Router.Shutdown(ctx)
+	if err == nil {
+		err = <-r.served
+	}
 	if cerr := r.Index.Close(); err == nil {
 		err = cerr
 	}

@@ -1,0 +1,5 @@
+//go:build race
+
+package routesig
+
+const raceEnabled = true

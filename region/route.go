@@ -1,0 +1,78 @@
+package region
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/domicile/domicile/internal/problem"
+	"github.com/domicile/domicile/internal/routesig"
+)
+
+// unrouted reports whether a path is served without a route header: the
+// operational endpoints, which load balancers and the routers' health
+// checks call directly, and the internal ones routers call.
+func unrouted(path string) bool {
+	switch path {
+	case "/healthz", "/readyz", "/metrics":
+		return true
+	}
+	return strings.HasPrefix(path, "/internal/")
+}
+
+// requireRoute refuses, with 421 problem+json, every request that did not
+// come through a router (no valid, fresh, unreplayed Domicile-Route
+// header) or that a router sent for a user whose home is another region.
+func (s *Server) requireRoute(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req := c.Request()
+		if unrouted(req.URL.Path) {
+			return next(c)
+		}
+		err := s.route.Verify(req.Header.Get(routesig.Header), req.Method, req.RequestURI, time.Now())
+		if err == nil {
+			return next(c)
+		}
+		if errors.Is(err, routesig.ErrBusy) {
+			p := problem.New(http.StatusServiceUnavailable, "too many routed requests to check for replays; try again")
+			p.RetryAfter = 1
+			return p
+		}
+		var detail string
+		var wr *routesig.WrongRegionError
+		switch {
+		case errors.As(err, &wr):
+			detail = "this request is for a user of region " + wr.Region + ", not " + s.cfg.Name
+		case errors.Is(err, routesig.ErrMissing):
+			detail = "requests reach a region only through a router"
+		case errors.Is(err, routesig.ErrStale):
+			detail = "the route header is outside its validity window"
+		case errors.Is(err, routesig.ErrReplay):
+			detail = "the route header was used before"
+		default:
+			detail = "the route header is not valid"
+		}
+		s.log.Warn("request refused: route header", "path", req.URL.Path, "err", err.Error())
+		s.refused.WithLabelValues(routeReason(err)).Inc()
+		return problem.New(http.StatusMisdirectedRequest, detail)
+	}
+}
+
+// routeReason is the metrics label of a refusal.
+func routeReason(err error) string {
+	for _, r := range []struct {
+		err  error
+		name string
+	}{
+		{routesig.ErrWrongRegion, "wrong_region"}, {routesig.ErrMissing, "missing"}, {routesig.ErrStale, "stale"},
+		{routesig.ErrReplay, "replay"}, {routesig.ErrBadSignature, "bad_signature"},
+	} {
+		if errors.Is(err, r.err) {
+			return r.name
+		}
+	}
+	return "malformed"
+}
