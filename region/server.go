@@ -60,6 +60,9 @@ type Config struct {
 	SessionKey *session.SigningKey
 }
 
+// HeaderRegion names, on every response, the region that served it.
+const HeaderRegion = "Domicile-Region"
+
 // SessionCookie is the cookie that carries the session token (the router
 // reads the same name).
 const SessionCookie = "domicile_session"
@@ -149,6 +152,12 @@ func New(cfg Config) (*Server, error) {
 
 	e := httpserver.NewEcho(s.log, s.metrics)
 	e.Use(s.requireRoute)
+	e.Use(func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			c.Response().Header().Set(HeaderRegion, s.cfg.Name)
+			return next(c)
+		}
+	})
 	e.GET("/readyz", s.readyz)
 	e.GET("/internal/session-keys", s.sessionKeys)
 	e.POST("/signup", s.signup)
