@@ -419,7 +419,7 @@ func (rt *Router) forward(ctx *fasthttp.RequestCtx) {
 		if err == nil {
 			rt.upstream[res.region].Observe(time.Since(t0).Seconds())
 			stripResponse(&ctx.Response.Header)
-			rt.resolved(res.source, res.region).Inc()
+			rt.resolved(res.source, pl).Inc()
 			rt.requests(ctx.Response.StatusCode()).Inc()
 			return
 		}

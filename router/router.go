@@ -106,7 +106,6 @@ type Router struct {
 	keys     *session.Verifier // nil if Config.Sessions was given
 
 	resolutions *prometheus.CounterVec
-	resolvedBy  sync.Map // source+"/"+region → prometheus.Counter
 	statuses    *prometheus.CounterVec
 	byStatus    [600]prometheus.Counter
 	upstream    map[string]prometheus.Observer
@@ -233,13 +232,12 @@ func (rt *Router) requests(status int) prometheus.Counter {
 }
 
 // resolved returns the counter of a resolution source and region.
-func (rt *Router) resolved(source, region string) prometheus.Counter {
-	k := source + "/" + region
-	if c, ok := rt.resolvedBy.Load(k); ok {
+func (rt *Router) resolved(source string, pl *pool) prometheus.Counter {
+	if c, ok := pl.bySource.Load(source); ok {
 		return c.(prometheus.Counter)
 	}
-	c := rt.resolutions.WithLabelValues(source, region)
-	rt.resolvedBy.Store(k, c)
+	c := rt.resolutions.WithLabelValues(source, pl.name)
+	pl.bySource.Store(source, c)
 	return c
 }
 

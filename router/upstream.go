@@ -62,6 +62,8 @@ type pool struct {
 	name  string
 	nodes []*node
 	next  atomic.Uint32
+	// bySource caches the resolution counters of this region by source.
+	bySource sync.Map
 }
 
 // newNode parses a region node URL and makes its connection pool.
