@@ -383,11 +383,22 @@ func (rt *Router) forward(ctx *fasthttp.RequestCtx) {
 		h.SetBytesV("X-Forwarded-For", peerAddr.AppendTo(b[:0]))
 	}
 	h.SetBytesV("X-Forwarded-Host", h.Host())
+	proto := "http"
 	if ctx.IsTLS() {
-		h.Set("X-Forwarded-Proto", "https")
-	} else {
-		h.Set("X-Forwarded-Proto", "http")
+		proto = "https"
 	}
+	h.Set("X-Forwarded-Proto", proto)
+	// RFC 7239: the router's own view replaces whatever the client sent
+	// (only the address it resolved, which honours trusted proxies).
+	var fwd [128]byte
+	f := append(fwd[:0], "for="...)
+	if client.Is6() {
+		f = append(append(append(f, `"[`...), client.String()...), `]"`...)
+	} else {
+		f = client.AppendTo(f)
+	}
+	f = append(append(f, ";proto="...), proto...)
+	h.SetBytesV("Forwarded", f)
 	h.Set(HeaderRouter, rt.cfg.Name)
 	if res.rule != "" {
 		h.Set(homeindex.HeaderHomeRule, res.rule)
@@ -419,7 +430,7 @@ func (rt *Router) forward(ctx *fasthttp.RequestCtx) {
 		if err == nil {
 			rt.upstream[res.region].Observe(time.Since(t0).Seconds())
 			stripResponse(&ctx.Response.Header)
-			rt.resolved(res.source, pl).Inc()
+			rt.resolved(res.source, rt.routeLabel(ctx.Path()), pl).Inc()
 			rt.requests(ctx.Response.StatusCode()).Inc()
 			return
 		}

@@ -55,7 +55,7 @@ func startRouter(t *testing.T, rt *Router) string {
 	return "http://" + ln.Addr().String()
 }
 
-func newTestRouter(t *testing.T, regions map[string][]string, limits RateLimits) *Router {
+func newTestRouter(t testing.TB, regions map[string][]string, limits RateLimits) *Router {
 	t.Helper()
 	pol, err := residency.Parse([]byte(testPolicy))
 	if err != nil {
@@ -222,3 +222,80 @@ func TestCredentialRateLimits(t *testing.T) {
 		t.Fatalf("per-address limit: %v, want [200 200 429 429]", codes)
 	}
 }
+
+// TestStreamingAndHeaderHygiene: large bodies go through in both directions
+// without being held whole; hop-by-hop headers, headers named by
+// Connection and client-sent Domicile- headers do not reach the region;
+// the router adds X-Forwarded-*, Forwarded, a request id and a route
+// header.
+func TestStreamingAndHeaderHygiene(t *testing.T) {
+	const upBytes, downBytes = 8 << 20, 16 << 20
+	var got http.Header
+	var gotLen int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" || strings.HasPrefix(r.URL.Path, "/internal/") {
+			return
+		}
+		got = r.Header.Clone()
+		gotLen, _ = io.Copy(io.Discard, r.Body)
+		if r.URL.Path == "/download" {
+			w.Header().Set("Content-Type", "application/octet-stream")
+			w.Header().Set("Connection", "X-Upstream-Secret")
+			w.Header().Set("X-Upstream-Secret", "1")
+			chunk := make([]byte, 64<<10)
+			for sent := 0; sent < downBytes; sent += len(chunk) {
+				w.Write(chunk)
+			}
+		}
+	}))
+	defer up.Close()
+	rt := newTestRouter(t, map[string][]string{"eu-west": {up.URL}, "us-east": {up.URL}, "ap-southeast": {up.URL}}, RateLimits{})
+	url := startRouter(t, rt)
+
+	req, _ := http.NewRequest(http.MethodPut, url+"/upload?x=1", io.LimitReader(zeros{}, upBytes))
+	req.ContentLength = upBytes
+	req.Header.Set("Content-Type", "application/octet-stream")
+	req.Header.Set("Connection", "keep-alive, X-Hop")
+	req.Header.Set("X-Hop", "secret")
+	req.Header.Set("Proxy-Authorization", "Basic Zm9vOmJhcg==")
+	req.Header.Set("Domicile-Home-Rule", "forged")
+	req.Header.Set("Domicile-Route", "forged")
+	req.Header.Set("Forwarded", "for=6.6.6.6")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || gotLen != upBytes {
+		t.Fatalf("upload: HTTP %d, region got %d of %d bytes", resp.StatusCode, gotLen, upBytes)
+	}
+	for _, h := range []string{"X-Hop", "Proxy-Authorization", "Domicile-Home-Rule"} {
+		if v := got.Get(h); v != "" {
+			t.Errorf("region received %s: %q", h, v)
+		}
+	}
+	if v := got.Get("Domicile-Route"); v == "forged" || !strings.HasPrefix(v, "v1;r=") {
+		t.Errorf("route header %q", v)
+	}
+	if got.Get("X-Forwarded-For") != "127.0.0.1" || got.Get("Forwarded") != "for=127.0.0.1;proto=http" ||
+		got.Get("X-Forwarded-Proto") != "http" || got.Get(HeaderRequestID) == "" || got.Get(HeaderRouter) != "r1" {
+		t.Errorf("forwarding headers: %v", got)
+	}
+
+	resp, err = http.Get(url + "/download")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil || n != downBytes {
+		t.Fatalf("download: %d of %d bytes, %v", n, downBytes, err)
+	}
+	if resp.Header.Get("X-Upstream-Secret") != "" {
+		t.Error("a response header named by Connection reached the client")
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }

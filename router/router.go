@@ -104,6 +104,7 @@ type Router struct {
 	limits   limiters
 	instance string            // prefix of the request ids this router makes
 	keys     *session.Verifier // nil if Config.Sessions was given
+	routes   map[string]string // path → route label
 
 	resolutions *prometheus.CounterVec
 	statuses    *prometheus.CounterVec
@@ -154,8 +155,8 @@ func New(cfg Config) (*Router, error) {
 		stop:     make(chan struct{}),
 		resolutions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "domicile_router_resolutions_total",
-			Help: "Forwarded requests by resolution source (session, index, email_domain, country, default, nearest, ...) and home region.",
-		}, []string{"source", "region"}),
+			Help: "Forwarded requests by resolution source (session, index, email_domain, country, default, nearest, ...), home region and route.",
+		}, []string{"source", "region", "route"}),
 		statuses: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "domicile_router_forward_responses_total",
 			Help: "Responses to requests on the forwarding path, by status code (including the router's own refusals).",
@@ -167,6 +168,13 @@ func New(cfg Config) (*Router, error) {
 	}
 	if rt.limits, err = newLimiters(cfg.RateLimits); err != nil {
 		return nil, err
+	}
+	rt.routes = map[string]string{}
+	for p := range rt.limits.paths {
+		rt.routes[p] = p
+	}
+	for _, p := range knownRoutes {
+		rt.routes[p] = p
 	}
 	upLatency := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "domicile_router_upstream_duration_seconds",
@@ -183,7 +191,7 @@ func New(cfg Config) (*Router, error) {
 		if len(urls) == 0 {
 			return nil, fmt.Errorf("router: regions.%s: no node URL", name)
 		}
-		pl := &pool{name: name}
+		pl := &pool{name: name, counters: map[[2]string]prometheus.Counter{}}
 		for i, raw := range urls {
 			n, err := newNode(name, raw)
 			if err != nil {
@@ -231,13 +239,33 @@ func (rt *Router) requests(status int) prometheus.Counter {
 	return c
 }
 
-// resolved returns the counter of a resolution source and region.
-func (rt *Router) resolved(source string, pl *pool) prometheus.Counter {
-	if c, ok := pl.bySource.Load(source); ok {
-		return c.(prometheus.Counter)
+// routeLabel is the route label of a forwarded request: the path if it is
+// one of the flows the router knows (credential endpoints and the OIDC
+// endpoints), else "other", so that the label's cardinality stays bounded.
+func (rt *Router) routeLabel(path []byte) string {
+	if r, ok := rt.routes[string(path)]; ok {
+		return r
 	}
-	c := rt.resolutions.WithLabelValues(source, pl.name)
-	pl.bySource.Store(source, c)
+	return "other"
+}
+
+// knownRoutes are the forwarded paths counted under their own route label,
+// besides the credential endpoints.
+var knownRoutes = []string{"/authorize", "/oauth2/authorize", "/oauth2/token", "/userinfo", "/logout", "/account", "/profile"}
+
+// resolved returns the counter of a resolution source, route and region.
+func (rt *Router) resolved(source, route string, pl *pool) prometheus.Counter {
+	k := [2]string{source, route}
+	pl.mu.RLock()
+	c, ok := pl.counters[k]
+	pl.mu.RUnlock()
+	if ok {
+		return c
+	}
+	c = rt.resolutions.WithLabelValues(source, pl.name, route)
+	pl.mu.Lock()
+	pl.counters[k] = c
+	pl.mu.Unlock()
 	return c
 }
 

@@ -62,8 +62,10 @@ type pool struct {
 	name  string
 	nodes []*node
 	next  atomic.Uint32
-	// bySource caches the resolution counters of this region by source.
-	bySource sync.Map
+	// counters caches the resolution counters of this region by source
+	// and route.
+	mu       sync.RWMutex
+	counters map[[2]string]prometheus.Counter
 }
 
 // newNode parses a region node URL and makes its connection pool.
