@@ -8,6 +8,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/domicile/domicile/homeindex"
 	"github.com/domicile/domicile/internal/problem"
 	"github.com/domicile/domicile/internal/routesig"
 )
@@ -32,8 +33,9 @@ func (s *Server) requireRoute(next echo.HandlerFunc) echo.HandlerFunc {
 		if unrouted(req.URL.Path) {
 			return next(c)
 		}
-		err := s.route.Verify(req.Header.Get(routesig.Header), req.Method, req.RequestURI, time.Now())
+		route, err := s.route.VerifyRoute(req.Header.Get(routesig.Header), req.Method, req.RequestURI, time.Now())
 		if err == nil {
+			c.Set(routeKey, route)
 			return next(c)
 		}
 		if errors.Is(err, routesig.ErrBusy) {
@@ -75,4 +77,22 @@ func routeReason(err error) string {
 		}
 	}
 	return "malformed"
+}
+
+// routeKey is the echo context key of the verified route.
+const routeKey = "domicile.route"
+
+// routedBy refuses (421) a request whose router did not resolve it by the
+// identifier key the region reads from it: the router and the region must
+// agree on whose request it is, or a body that the two parse differently
+// (duplicate fields, case variants) could place a user in a region that
+// the residency policy does not give them.
+func (s *Server) routedBy(c echo.Context, key homeindex.Key) error {
+	r, _ := c.Get(routeKey).(routesig.Route)
+	if r.HasIdent && r.Ident == key {
+		return nil
+	}
+	s.refused.WithLabelValues("other_identifier").Inc()
+	s.log.Warn("request refused: routed by another identifier", "key", key.String(), "route_has_identifier", r.HasIdent)
+	return problem.New(http.StatusMisdirectedRequest, "the router resolved this request by another identifier")
 }

@@ -201,11 +201,11 @@ const MaxNameLen = 200
 // a 400/413/415 problem that says what was wrong.
 func decodeJSON(c echo.Context, v any) error {
 	req := c.Request()
-	if ct := req.Header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || (mt != "application/json" && mt != "application/problem+json") {
-			return problem.New(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
-		}
+	// The router reads the identifier only from bodies it knows to be JSON
+	// (or forms), so the region reads no other.
+	mt, _, err := mime.ParseMediaType(req.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		return problem.New(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
 	}
 	body, err := io.ReadAll(io.LimitReader(req.Body, maxBodyBytes+1))
 	if err != nil {
@@ -234,6 +234,11 @@ func (s *Server) signup(c echo.Context) error {
 		s.signups.WithLabelValues("bad_request").Inc()
 		return problem.New(http.StatusBadRequest, "email: "+err.Error())
 	}
+	key := s.cfg.Hasher.EmailKey(email)
+	if err := s.routedBy(c, key); err != nil {
+		s.signups.WithLabelValues("misrouted").Inc()
+		return err
+	}
 	if n := utf8.RuneCountInString(in.Password); n < MinPasswordLen || n > MaxPasswordLen {
 		s.signups.WithLabelValues("bad_request").Inc()
 		return problem.New(http.StatusBadRequest, fmt.Sprintf("password: must be %d to %d characters", MinPasswordLen, MaxPasswordLen))
@@ -251,7 +256,7 @@ func (s *Server) signup(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	keys := []homeindex.Key{s.cfg.Hasher.EmailKey(email)}
+	keys := []homeindex.Key{key}
 
 	// Claim first: the index is what makes an email unique across regions.
 	// The row is written only if the claim succeeds.
@@ -301,6 +306,10 @@ func (s *Server) login(c echo.Context) error {
 	if err != nil || utf8.RuneCountInString(in.Password) > MaxPasswordLen {
 		s.logins.WithLabelValues("bad_request").Inc()
 		return errBadLogin()
+	}
+	if err := s.routedBy(c, s.cfg.Hasher.EmailKey(email)); err != nil {
+		s.logins.WithLabelValues("misrouted").Inc()
+		return err
 	}
 	ctx := c.Request().Context()
 	u, err := s.cfg.Users.UserByEmail(ctx, email)

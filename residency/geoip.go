@@ -30,7 +30,7 @@ import (
 // That makes it safe to swap in a fresh database and close the old one while
 // the router keeps serving.
 type GeoIP struct {
-	mu     sync.RWMutex
+	mu sync.RWMutex
 	// reader reads MaxMind databases: geoip2-golang recognises their types
 	// and decodes whole records (Record). Country does not use it: it
 	// decodes only country.iso_code from mm, the same file read through

@@ -33,6 +33,10 @@ const (
 // SessionCookie is the name of the cookie that carries the session token.
 const SessionCookie = "domicile_session"
 
+// maxOwnBody bounds the bodies of the router's own routes (admin API,
+// internal index API).
+const maxOwnBody = 4 << 20
+
 // ownRoute reports whether the router serves path itself (through echo)
 // rather than forwarding it.
 func ownRoute(path []byte) bool {
@@ -54,6 +58,14 @@ func (rt *Router) serveFast(ctx *fasthttp.RequestCtx) {
 		}
 	}()
 	if ownRoute(ctx.Path()) {
+		// echo reads the body through net/http; bring it into memory
+		// first (bounded) rather than letting the adaptor read a stream.
+		if ctx.Request.IsBodyStream() {
+			if _, perr := readBody(ctx, maxOwnBody); perr != nil {
+				rt.fail(ctx, perr)
+				return
+			}
+		}
 		rt.echoFast(ctx)
 		return
 	}
@@ -135,8 +147,35 @@ func readBody(ctx *fasthttp.RequestCtx, limit int) ([]byte, *problem.Problem) {
 	return ctx.Request.Body(), nil
 }
 
-// Identifier fields, in the order they are looked for.
+// Identifier fields. A request carries at most one of them, in any case.
 var idFields = [...]string{"email", "identifier", "username", "login_hint"}
+
+// isIDField reports whether a body field is an identifier field, ignoring
+// case (as encoding/json matches struct fields).
+func isIDField(k []byte) bool {
+	for _, f := range idFields {
+		if bytes.EqualFold(k, []byte(f)) {
+			return true
+		}
+	}
+	return false
+}
+
+// validPercent reports whether every '%' in a form body starts a valid
+// escape (the router's form decoder is lenient; the region's is not).
+func validPercent(b []byte) bool {
+	for i := 0; i < len(b); i++ {
+		if b[i] == '%' {
+			if i+2 >= len(b) || !isHex(b[i+1]) || !isHex(b[i+2]) {
+				return false
+			}
+			i += 2
+		}
+	}
+	return true
+}
+
+func isHex(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F' }
 
 // identify finds the session token and the identifier of a request: the
 // token in the session cookie or an Authorization: Bearer header; the
@@ -154,52 +193,82 @@ func (rt *Router) identify(ctx *fasthttp.RequestCtx, p *fastjson.Parser) (identi
 	var raw []byte
 	if v := ctx.QueryArgs().Peek("login_hint"); len(v) > 0 {
 		raw = v
-	} else if !h.IsGet() && !h.IsHead() && h.ContentLength() != 0 {
+	}
+	if !h.IsGet() && !h.IsHead() && h.ContentLength() != 0 {
 		ct := h.ContentType()
 		if i := bytes.IndexByte(ct, ';'); i >= 0 {
 			ct = ct[:i]
 		}
 		ct = bytes.TrimSpace(ct)
+		var body []byte
 		switch {
 		case bytes.EqualFold(ct, []byte("application/json")):
-			body, perr := readBody(ctx, rt.cfg.MaxBodyBytes)
+			b, perr := readBody(ctx, rt.cfg.MaxBodyBytes)
 			if perr != nil {
 				return id, perr
 			}
-			if !utf8.Valid(body) {
+			if !utf8.Valid(b) {
 				return id, problem.New(fasthttp.StatusBadRequest, "body: not valid UTF-8")
 			}
-			v, err := p.ParseBytes(body)
+			v, err := p.ParseBytes(b)
 			if err != nil {
 				return id, problem.New(fasthttp.StatusBadRequest, "body: invalid JSON: "+err.Error())
 			}
 			if o, err := v.Object(); err == nil {
-				for _, f := range idFields {
-					if fv := o.Get(f); fv != nil {
-						s, err := fv.StringBytes()
-						if err != nil {
-							return id, problem.New(fasthttp.StatusBadRequest, f+": must be a string")
-						}
-						raw = s
-						break
+				var perr *problem.Problem
+				o.Visit(func(k []byte, fv *fastjson.Value) {
+					if perr != nil || !isIDField(k) {
+						return
 					}
+					s, err := fv.StringBytes()
+					switch {
+					case err != nil:
+						perr = problem.New(fasthttp.StatusBadRequest, string(k)+": must be a string")
+					case body != nil:
+						// Two identifier fields (or one twice, or in two
+						// cases): the region might read the other one.
+						perr = problem.New(fasthttp.StatusBadRequest, "body: more than one identifier field")
+					default:
+						body = s
+					}
+				})
+				if perr != nil {
+					return id, perr
 				}
 			}
 		case bytes.EqualFold(ct, []byte("application/x-www-form-urlencoded")):
-			if _, perr := readBody(ctx, rt.cfg.MaxBodyBytes); perr != nil {
+			b, perr := readBody(ctx, rt.cfg.MaxBodyBytes)
+			if perr != nil {
 				return id, perr
 			}
+			if !validPercent(b) {
+				return id, problem.New(fasthttp.StatusBadRequest, "body: invalid percent-encoding")
+			}
 			args := ctx.PostArgs()
-			for _, f := range idFields {
-				if v := args.Peek(f); len(v) > 0 {
-					raw = v
-					break
+			for k, v := range args.All() {
+				if !isIDField(k) {
+					continue
+				}
+				if body != nil {
+					return id, problem.New(fasthttp.StatusBadRequest, "body: more than one identifier field")
+				}
+				body = v
+				if body == nil {
+					body = []byte{}
 				}
 			}
 		}
+		if body != nil {
+			if raw != nil && !bytes.Equal(raw, body) {
+				return id, problem.New(fasthttp.StatusBadRequest, "login_hint and the body name different identifiers")
+			}
+			raw = body
+		}
 	}
 	if raw != nil {
-		if !utf8.Valid(raw) {
+		if !utf8.Valid(raw) || bytes.ContainsRune(raw, utf8.RuneError) || bytes.IndexByte(raw, '\\') >= 0 {
+			// U+FFFD and backslashes: an invalid or unpaired escape that
+			// another JSON decoder would read differently.
 			return id, problem.New(fasthttp.StatusBadRequest, "identifier: not valid UTF-8")
 		}
 		email, err := homeindex.NormalizeEmail(string(raw))
@@ -289,9 +358,10 @@ func (rt *Router) clientAddr(ctx *fasthttp.RequestCtx, p netip.Addr) netip.Addr 
 	return clientIP(p.String(), xff, rt.cfg.TrustedProxies)
 }
 
-// stripped removes the hop-by-hop headers, those named by Connection, and
-// every Domicile- header from h.
-func stripRequest(h *fasthttp.RequestHeader) {
+// stripRequest removes the hop-by-hop headers, those named by Connection,
+// and every Domicile- header from h. It reports false if a header name is
+// not a valid token (RFC 9110 5.1), which the request is refused for.
+func stripRequest(h *fasthttp.RequestHeader) bool {
 	if c := h.Peek("Connection"); len(c) > 0 {
 		for f := range bytes.SplitSeq(c, []byte(",")) {
 			if f = bytes.TrimSpace(f); len(f) > 0 && !bytes.EqualFold(f, []byte("keep-alive")) && !bytes.EqualFold(f, []byte("close")) {
@@ -304,6 +374,9 @@ func stripRequest(h *fasthttp.RequestHeader) {
 	}
 	var own [][]byte
 	for k := range h.All() {
+		if !validToken(k) {
+			return false
+		}
 		if len(k) >= 9 && bytes.EqualFold(k[:9], []byte("domicile-")) {
 			own = append(own, append([]byte(nil), k...))
 		}
@@ -311,7 +384,34 @@ func stripRequest(h *fasthttp.RequestHeader) {
 	for _, k := range own {
 		h.DelBytes(k)
 	}
+	return true
 }
+
+// validToken reports whether b is an RFC 9110 token.
+func validToken(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if c >= 0x80 || !tokenChars[c] {
+			return false
+		}
+	}
+	return true
+}
+
+var tokenChars = func() (t [128]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c], t[c-32] = true, true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
 
 func stripResponse(h *fasthttp.ResponseHeader) {
 	if c := h.Peek("Connection"); len(c) > 0 {
@@ -374,7 +474,10 @@ func (rt *Router) forward(ctx *fasthttp.RequestCtx) {
 	if rt.log.Enabled(context.Background(), slog.LevelDebug) { // only the keyed hash of the identifier, never the identifier
 		rt.log.Debug("route", "request_id", ridStr, "path", string(ctx.Path()), "key", id.key.String(), "region", res.region, "source", res.source)
 	}
-	stripRequest(h)
+	if !stripRequest(h) {
+		rt.fail(ctx, problem.New(fasthttp.StatusBadRequest, "a header name is not a valid token"))
+		return
+	}
 	// X-Forwarded-*: the router is the first proxy the regions trust.
 	if xff := h.Peek("X-Forwarded-For"); len(xff) > 0 && client != peerAddr {
 		h.Set("X-Forwarded-For", string(xff)+", "+peerAddr.String())
@@ -406,11 +509,24 @@ func (rt *Router) forward(ctx *fasthttp.RequestCtx) {
 	// The signature covers the request target exactly as it is sent on
 	// (path and query, not normalised), which is what the region sees.
 	var sig [256]byte
-	h.SetBytesV(routesig.Header, rt.signer.AppendHeader(sig[:0], string(ctx.Method()), string(h.RequestURI()), res.region, start))
+	// It also carries the identifier's hash, so the region can check that
+	// it reads the same identifier from the request as the router did.
+	var ident *[routesig.IdentLen]byte
+	if id.hasID {
+		ident = (*[routesig.IdentLen]byte)(&id.key)
+	}
+	h.SetBytesV(routesig.Header, rt.signer.AppendHeaderFor(sig[:0], string(ctx.Method()), string(h.RequestURI()), res.region, ident, start))
 
 	// Send it to a healthy node; another node only if no byte was sent,
 	// or the request is idempotent and its body is in memory.
 	retryable := idempotent(ctx.Method()) && !ctx.Request.IsBodyStream()
+	var body *trackedBody
+	if ctx.Request.IsBodyStream() {
+		// Tell the client's broken body (a bad chunk, a short body) from
+		// the region's failure.
+		body = &trackedBody{r: ctx.RequestBodyStream(), want: int64(ctx.Request.Header.ContentLength())}
+		ctx.Request.SetBodyStream(body, ctx.Request.Header.ContentLength())
+	}
 	var tried [4]*node
 	triedN := tried[:0]
 	for {
@@ -434,8 +550,14 @@ func (rt *Router) forward(ctx *fasthttp.RequestCtx) {
 			rt.requests(ctx.Response.StatusCode()).Inc()
 			return
 		}
+		if body != nil && body.err != nil {
+			ctx.Response.Reset()
+			ctx.SetConnectionClose()
+			rt.fail(ctx, problem.New(fasthttp.StatusBadRequest, "body: could not be read: "+body.err.Error()))
+			return
+		}
 		sent := !notSent(err)
-		if !sent {
+		if refused(err) {
 			n.observe(false, true, &rt.health, rt.log)
 		}
 		rt.log.Warn("forwarding failed", "request_id", ridStr, "region", res.region, "node", n.url, "err", err, "retry", !sent || retryable)
@@ -446,4 +568,29 @@ func (rt *Router) forward(ctx *fasthttp.RequestCtx) {
 			return
 		}
 	}
+}
+
+// trackedBody records the error of reading the client's request body,
+// including a body that ends before its Content-Length (want, or -1).
+type trackedBody struct {
+	r    io.Reader
+	want int64
+	got  int64
+	err  error
+}
+
+func (b *trackedBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.got += int64(n)
+	switch {
+	case err == nil:
+	case errors.Is(err, io.EOF):
+		if b.want >= 0 && b.got < b.want {
+			b.err = io.ErrUnexpectedEOF
+			return n, b.err
+		}
+	default:
+		b.err = err
+	}
+	return n, err
 }

@@ -108,7 +108,7 @@ type Router struct {
 
 	resolutions *prometheus.CounterVec
 	statuses    *prometheus.CounterVec
-	byStatus    [600]prometheus.Counter
+	byStatus    [600]atomic.Pointer[prometheus.Counter]
 	upstream    map[string]prometheus.Observer
 
 	srv   *fasthttp.Server
@@ -223,6 +223,21 @@ func New(cfg Config) (*Router, error) {
 	}
 	rt.echo = e
 	rt.echoFast = fasthttpadaptor.NewFastHTTPHandler(e)
+	rt.srv = &fasthttp.Server{
+		Handler:               rt.serveFast,
+		Name:                  "domicile",
+		ReadTimeout:           30 * time.Second, // bounds slow clients (slowloris)
+		WriteTimeout:          60 * time.Second,
+		IdleTimeout:           120 * time.Second,
+		ReadBufferSize:        16 << 10, // the largest request head accepted
+		MaxRequestBodySize:    64 << 20,
+		StreamRequestBody:     true,
+		NoDefaultServerHeader: true,
+		NoDefaultContentType:  true,
+		CloseOnShutdown:       true,
+		Logger:                fastLogger{rt.log},
+		ErrorHandler:          rt.serverError,
+	}
 	return rt, nil
 }
 
@@ -231,11 +246,11 @@ func (rt *Router) requests(status int) prometheus.Counter {
 	if status < 100 || status >= len(rt.byStatus) {
 		status = 599
 	}
-	if c := rt.byStatus[status]; c != nil {
-		return c
+	if c := rt.byStatus[status].Load(); c != nil {
+		return *c
 	}
 	c := rt.statuses.WithLabelValues(strconv.Itoa(status))
-	rt.byStatus[status] = c // benign race: every writer stores the same counter
+	rt.byStatus[status].Store(&c) // every writer stores the same counter
 	return c
 }
 
@@ -272,21 +287,6 @@ func (rt *Router) resolved(source, route string, pl *pool) prometheus.Counter {
 // Serve serves HTTP on ln until Shutdown. It also runs the health checks of
 // the region nodes.
 func (rt *Router) Serve(ln net.Listener) error {
-	rt.srv = &fasthttp.Server{
-		Handler:               rt.serveFast,
-		Name:                  "domicile",
-		ReadTimeout:           30 * time.Second, // bounds slow clients (slowloris)
-		WriteTimeout:          60 * time.Second,
-		IdleTimeout:           120 * time.Second,
-		ReadBufferSize:        16 << 10, // the largest request head accepted
-		MaxRequestBodySize:    64 << 20,
-		StreamRequestBody:     true,
-		NoDefaultServerHeader: true,
-		NoDefaultContentType:  true,
-		CloseOnShutdown:       true,
-		Logger:                fastLogger{rt.log},
-		ErrorHandler:          rt.serverError,
-	}
 	rt.startLoops()
 	return rt.srv.Serve(ln)
 }
@@ -316,9 +316,6 @@ func (rt *Router) Shutdown(ctx context.Context) error {
 		close(rt.stop)
 	}
 	rt.wg.Wait()
-	if rt.srv == nil {
-		return nil
-	}
 	return rt.srv.ShutdownWithContext(ctx)
 }
 

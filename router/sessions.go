@@ -27,7 +27,7 @@ func (n *node) fetchKeys(timeout time.Duration) ([]session.PublicKey, error) {
 	defer fasthttp.ReleaseResponse(resp)
 	req.SetRequestURI(n.url + KeysPath)
 	req.Header.SetMethod(fasthttp.MethodGet)
-	if err := n.client.DoTimeout(req, resp, timeout); err != nil {
+	if err := n.checks.DoTimeout(req, resp, timeout); err != nil {
 		return nil, err
 	}
 	body, err := readAll(resp, 1<<20)

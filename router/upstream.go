@@ -49,6 +49,7 @@ type node struct {
 	region  string
 	url     string // base URL, for logs and metrics
 	client  *fasthttp.HostClient
+	checks  *fasthttp.HostClient // health checks and key fetches: not starved by a busy client
 	healthy atomic.Bool
 	gauge   prometheus.Gauge
 
@@ -103,6 +104,10 @@ func newNode(region, raw string) (*node, error) {
 		Dial: func(addr string) (net.Conn, error) {
 			return fasthttp.DialTimeout(addr, 2*time.Second)
 		},
+	}
+	n.checks = &fasthttp.HostClient{
+		Addr: addr, Name: "domicile-router-health", NoDefaultUserAgentHeader: true, IsTLS: n.client.IsTLS,
+		MaxConns: 2, MaxIdemponentCallAttempts: 1, Dial: n.client.Dial,
 	}
 	n.healthy.Store(true)
 	return n, nil
@@ -173,7 +178,7 @@ func (n *node) check(timeout time.Duration) bool {
 	req.SetRequestURI(n.url + "/healthz")
 	req.Header.SetMethod(fasthttp.MethodGet)
 	resp.SkipBody = true
-	if err := n.client.DoTimeout(req, resp, timeout); err != nil {
+	if err := n.checks.DoTimeout(req, resp, timeout); err != nil {
 		return false
 	}
 	ok := resp.StatusCode() == fasthttp.StatusOK
@@ -201,8 +206,14 @@ func (n *node) healthLoop(hc *HealthConfig, stop <-chan struct{}, log *slog.Logg
 // the request reached the node, so that the request may go to another node
 // whatever its method.
 func notSent(err error) bool {
-	if errors.Is(err, fasthttp.ErrDialTimeout) || errors.Is(err, fasthttp.ErrNoFreeConns) ||
-		errors.Is(err, syscall.ECONNREFUSED) {
+	return errors.Is(err, fasthttp.ErrNoFreeConns) || refused(err)
+}
+
+// refused reports whether the node could not be connected to, which ejects
+// it at once (a node that is merely busy, with every connection in use, is
+// not ejected).
+func refused(err error) bool {
+	if errors.Is(err, fasthttp.ErrDialTimeout) || errors.Is(err, syscall.ECONNREFUSED) {
 		return true
 	}
 	var op *net.OpError

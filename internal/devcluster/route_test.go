@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/domicile/domicile/homeindex"
 	"github.com/domicile/domicile/internal/routesig"
 	"github.com/domicile/domicile/internal/testenv"
 	"github.com/domicile/domicile/region"
@@ -20,12 +21,21 @@ func TestRegionsRefuseUnroutedRequests(t *testing.T) {
 	expect(t, "sign-up", post(t, nil, r[0]+"/signup", creds, nil), http.StatusCreated)
 	eu := c.Regions["eu-west"].URL()
 
-	sign := func(key []byte, region string, at time.Time) string {
+	hasher, err := homeindex.NewHasher(c.Secrets.IndexKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ana := [routesig.IdentLen]byte(hasher.EmailKey("ana@acme.de"))
+	bob := [routesig.IdentLen]byte(hasher.EmailKey("bob@acme.de"))
+	signFor := func(key []byte, path, region string, ident *[routesig.IdentLen]byte, at time.Time) string {
 		s, err := routesig.NewSigner(key, "test-router")
 		if err != nil {
 			t.Fatal(err)
 		}
-		return string(s.AppendHeader(nil, http.MethodPost, "/login", region, at))
+		return string(s.AppendHeaderFor(nil, http.MethodPost, path, region, ident, at))
+	}
+	sign := func(key []byte, region string, at time.Time) string {
+		return signFor(key, "/login", region, &ana, at)
 	}
 	now := time.Now()
 	cases := []struct {
@@ -37,6 +47,8 @@ func TestRegionsRefuseUnroutedRequests(t *testing.T) {
 		{"from the future", sign(c.Secrets.RouteKey, "eu-west", now.Add(2*time.Minute))},
 		{"for another region", sign(c.Secrets.RouteKey, "us-east", now)},
 		{"garbage", "v1;r=eu-west;t=1;n=x;s=AAAA"},
+		{"routed by another identifier", signFor(c.Secrets.RouteKey, "/login", "eu-west", &bob, now)},
+		{"routed by no identifier", signFor(c.Secrets.RouteKey, "/login", "eu-west", nil, now)},
 	}
 	for _, tc := range cases {
 		h := map[string]string{}
@@ -113,5 +125,44 @@ func TestSessionTokenRoutesHome(t *testing.T) {
 	resp.Body.Close()
 	if got := resp.Header.Get(region.HeaderRegion); got != "eu-west" {
 		t.Fatalf("bearer session token served by %q", got)
+	}
+}
+
+// TestParserDifferentialEndToEnd: however a sign-up body is shaped, the
+// account is created in the region the policy gives its email (acme.de:
+// eu-west) or not at all — never elsewhere.
+func TestParserDifferentialEndToEnd(t *testing.T) {
+	c := startCluster(t)
+	r := c.RouterURLs()
+	const pw = `"password":"correct horse battery"`
+	for i, tc := range []struct{ target, ctype, body string }{
+		{"/signup", "application/json", `{"email":"decoy@example.com","email":"victim0@acme.de",` + pw + `}`},
+		{"/signup", "application/json", `{"email":"decoy@example.com","Email":"victim1@acme.de",` + pw + `}`},
+		{"/signup", "application/json", `{"username":"decoy@example.com","EMAIL":"victim2@acme.de",` + pw + `}`},
+		{"/signup?login_hint=decoy@example.com", "application/json", `{"email":"victim3@acme.de",` + pw + `}`},
+		{"/signup", "", `{"email":"victim4@acme.de",` + pw + `}`},
+		{"/signup", "application/problem+json", `{"email":"victim5@acme.de",` + pw + `}`},
+		{"/signup", "text/plain", `{"email":"victim6@acme.de",` + pw + `}`},
+		{"/signup", "application/json", `{"Email":"victim7@acme.de",` + pw + `}`},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, r[i%3]+tc.target, strings.NewReader(tc.body))
+		if tc.ctype != "" {
+			req.Header.Set("Content-Type", tc.ctype)
+		}
+		req.Header.Set("X-Forwarded-For", "198.51.100.7") // US: the default and country rules say us-east
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		victim := "victim" + string(rune('0'+i)) + "@acme.de"
+		got := homes(t, c, victim)
+		if len(got) > 1 || (len(got) == 1 && got[0] != "eu-west") {
+			t.Errorf("case %d (%s): %s was created in %v (HTTP %d)", i, tc.body, victim, got, resp.StatusCode)
+		}
+		if resp.StatusCode >= 500 {
+			t.Errorf("case %d: HTTP %d", i, resp.StatusCode)
+		}
+		t.Logf("case %d: HTTP %d, %s in %v", i, resp.StatusCode, victim, got)
 	}
 }

@@ -14,6 +14,9 @@ import (
 // Header is the name of the HTTP header carrying the route signature.
 const Header = "Domicile-Route"
 
+// IdentLen is the length of the identifier hash a header may carry.
+const IdentLen = 16
+
 // MinKeyLen is the minimum length of the shared key in bytes.
 const MinKeyLen = 32
 
@@ -113,13 +116,14 @@ func newMacer(key []byte) *macer {
 }
 
 // sum writes the MAC of the canonical encoding of the fields to out.
-func sum[N string | []byte](m *macer, out *[macLen]byte, method, path, region string, ts int64, nonce N) {
+func sum[N string | []byte](m *macer, out *[macLen]byte, method, path, region string, ident []byte, ts int64, nonce N) {
 	st := m.pool.Get().(*macState)
 	b := append(st.msg[:0], domain...)
 	b = appendField(b, version)
 	b = appendField(b, method)
 	b = appendField(b, path)
 	b = appendField(b, region)
+	b = appendField(b, ident)
 	b = binary.BigEndian.AppendUint64(b, uint64(ts))
 	b = appendField(b, nonce)
 	st.h.Reset()

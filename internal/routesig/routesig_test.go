@@ -419,3 +419,37 @@ func BenchmarkVerifyParallel(b *testing.B) {
 		}
 	})
 }
+
+func TestIdentifierBinding(t *testing.T) {
+	key := []byte(strings.Repeat("k", 32))
+	s, _ := NewSigner(key, "r1")
+	v, _ := NewVerifier(key, "eu-west", 0)
+	t0 := time.Unix(1_800_000_000, 0)
+	id := [IdentLen]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
+	h := string(s.AppendHeaderFor(nil, "POST", "/signup", "eu-west", &id, t0))
+	if !strings.Contains(h, ";k=0102030405060708090a0b0c0d0e0f10;") {
+		t.Fatalf("header %q lacks the identifier hash", h)
+	}
+	r, err := v.VerifyRoute(h, "POST", "/signup", t0)
+	if err != nil || !r.HasIdent || r.Ident != id || r.Region != "eu-west" {
+		t.Fatalf("VerifyRoute: %+v %v", r, err)
+	}
+	// Another identifier hash, or none, breaks the signature.
+	other := strings.Replace(h, ";k=01", ";k=ff", 1)
+	if _, err := v.VerifyRoute(other, "POST", "/signup", t0); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("tampered k: %v", err)
+	}
+	i := strings.Index(h, ";k=")
+	stripped := h[:i] + h[i+3+2*IdentLen:]
+	if _, err := v.VerifyRoute(stripped, "POST", "/signup", t0); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("k removed: %v", err)
+	}
+	if _, err := v.VerifyRoute(strings.Replace(h, ";k=01", ";k=1", 1), "POST", "/signup", t0); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("short k: %v", err)
+	}
+	// Without an identifier, the route says so.
+	r, err = v.VerifyRoute(string(s.AppendHeader(nil, "GET", "/", "eu-west", t0)), "GET", "/", t0)
+	if err != nil || r.HasIdent {
+		t.Fatalf("no identifier: %+v %v", r, err)
+	}
+}

@@ -45,9 +45,24 @@ func NewSigner(key []byte, routerID string) (*Signer, error) {
 // region must satisfy [CheckRegion]; an invalid region yields a header that
 // every Verifier rejects as malformed.
 func (s *Signer) AppendHeader(dst []byte, method, path, region string, now time.Time) []byte {
+	return s.AppendHeaderFor(dst, method, path, region, nil, now)
+}
+
+// AppendHeaderFor is AppendHeader for a request the router resolved by an
+// identifier: ident, the identifier's keyed hash (the home-index key, not
+// personal data), is carried in the header ("k=", 32 hex digits) and covered
+// by the MAC, so that a region can check that the identifier it reads from
+// the request is the one the router routed by. A nil ident is AppendHeader.
+func (s *Signer) AppendHeaderFor(dst []byte, method, path, region string, ident *[IdentLen]byte, now time.Time) []byte {
 	ts := now.UnixMilli()
 	dst = append(dst, version+";r="...)
 	dst = append(dst, region...)
+	var id []byte
+	if ident != nil {
+		dst = append(dst, ";k="...)
+		dst = hex.AppendEncode(dst, ident[:])
+		id = ident[:]
+	}
 	dst = append(dst, ";t="...)
 	dst = strconv.AppendInt(dst, ts, 10)
 	dst = append(dst, ";n="...)
@@ -57,7 +72,7 @@ func (s *Signer) AppendHeader(dst []byte, method, path, region string, now time.
 	nonce := dst[start:]
 
 	var mac [macLen]byte
-	sum(s.mac, &mac, method, path, region, ts, nonce)
+	sum(s.mac, &mac, method, path, region, id, ts, nonce)
 	dst = append(dst, ";s="...)
 	n := len(dst)
 	dst = append(dst, make([]byte, macB64Len)...) // no allocation: appends zeros

@@ -2,6 +2,7 @@ package routesig
 
 import (
 	"crypto/hmac"
+	"encoding/hex"
 	"fmt"
 	"hash/maphash"
 	"strings"
@@ -61,13 +62,42 @@ func newVerifier(key []byte, region string, window time.Duration, maxNonces int)
 // The signature is checked before anything else about the content, and the
 // nonce is recorded only once every other check has passed.
 func (v *Verifier) Verify(value, method, path string, now time.Time) error {
+	_, err := v.VerifyRoute(value, method, path, now)
+	return err
+}
+
+// Route is what a verified header says about a request.
+type Route struct {
+	Region string
+	// Ident is the keyed hash of the identifier the router resolved the
+	// request by, if HasIdent.
+	Ident    [IdentLen]byte
+	HasIdent bool
+}
+
+// VerifyRoute is Verify, also returning the route the header describes.
+func (v *Verifier) VerifyRoute(value, method, path string, now time.Time) (Route, error) {
+	var rt Route
 	if value == "" {
-		return ErrMissing
+		return rt, ErrMissing
 	}
 	h, err := parse(value)
 	if err != nil {
-		return err
+		return rt, err
 	}
+	var id []byte
+	if h.ident != "" {
+		if n, err := hex.Decode(rt.Ident[:], []byte(h.ident)); err != nil || n != IdentLen {
+			return rt, fmt.Errorf("%w: identifier hash", ErrMalformed)
+		}
+		id, rt.HasIdent = rt.Ident[:], true
+	}
+	rt.Region = h.region
+	err = v.check(h, id, method, path, now)
+	return rt, err
+}
+
+func (v *Verifier) check(h parsed, id []byte, method, path string, now time.Time) error {
 	if method == "" || hasCtl(method) || hasCtl(path) {
 		return fmt.Errorf("%w: control character in method or path", ErrMalformed)
 	}
@@ -75,7 +105,7 @@ func (v *Verifier) Verify(value, method, path string, now time.Time) error {
 	if n, err := b64.Decode(got[:], []byte(h.sig)); err != nil || n != macLen {
 		return fmt.Errorf("%w: signature encoding", ErrMalformed)
 	}
-	sum(v.mac, &want, method, path, h.region, h.ts, h.nonce)
+	sum(v.mac, &want, method, path, h.region, id, h.ts, h.nonce)
 	if !hmac.Equal(got[:], want[:]) {
 		return ErrBadSignature
 	}
@@ -89,8 +119,8 @@ func (v *Verifier) Verify(value, method, path string, now time.Time) error {
 }
 
 type parsed struct {
-	region, nonce, sig string
-	ts                 int64
+	region, ident, nonce, sig string
+	ts                        int64
 }
 
 var errTruncated = fmt.Errorf("%w: truncated or misordered fields", ErrMalformed)
@@ -105,7 +135,16 @@ func parse(v string) (parsed, error) {
 		}
 		return p, fmt.Errorf("%w: unsupported version", ErrMalformed)
 	}
-	if p.region, v, ok = strings.Cut(v, ";t="); !ok || !validName(p.region, maxNameLen) {
+	if p.region, v, ok = strings.Cut(v, ";t="); !ok {
+		return p, errTruncated
+	}
+	if r, k, hasK := strings.Cut(p.region, ";k="); hasK {
+		if len(k) != 2*IdentLen {
+			return p, fmt.Errorf("%w: identifier hash", ErrMalformed)
+		}
+		p.region, p.ident = r, k
+	}
+	if !validName(p.region, maxNameLen) {
 		return p, errTruncated
 	}
 	var ts string
