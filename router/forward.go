@@ -10,7 +10,9 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -32,6 +34,10 @@ const (
 
 // SessionCookie is the name of the cookie that carries the session token.
 const SessionCookie = "domicile_session"
+
+// maxBufferedBody is the largest request or response body of known length
+// that the router holds in memory instead of streaming it.
+const maxBufferedBody = 64 << 10
 
 // maxOwnBody bounds the bodies of the router's own routes (admin API,
 // internal index API).
@@ -519,6 +525,16 @@ func (rt *Router) forward(ctx *fasthttp.RequestCtx) {
 
 	// Send it to a healthy node; another node only if no byte was sent,
 	// or the request is idempotent and its body is in memory.
+	if ctx.Request.IsBodyStream() {
+		// A small body of known length is read into memory: it is sent
+		// on in one write, and an idempotent request can be retried.
+		if n := ctx.Request.Header.ContentLength(); n >= 0 && n <= maxBufferedBody {
+			if _, perr := readBody(ctx, maxBufferedBody); perr != nil {
+				rt.fail(ctx, perr)
+				return
+			}
+		}
+	}
 	retryable := idempotent(ctx.Method()) && !ctx.Request.IsBodyStream()
 	var body *trackedBody
 	if ctx.Request.IsBodyStream() {
@@ -530,8 +546,8 @@ func (rt *Router) forward(ctx *fasthttp.RequestCtx) {
 	var tried [4]*node
 	triedN := tried[:0]
 	for {
-		n := pl.pick(triedN)
-		if n == nil {
+		nd := pl.pick(triedN)
+		if nd == nil {
 			p := problem.New(fasthttp.StatusServiceUnavailable, "region "+res.region+" has no healthy node")
 			if len(triedN) > 0 {
 				p = problem.New(fasthttp.StatusBadGateway, "region "+res.region+" did not answer")
@@ -540,11 +556,23 @@ func (rt *Router) forward(ctx *fasthttp.RequestCtx) {
 			rt.fail(ctx, p)
 			return
 		}
-		triedN = append(triedN, n)
+		triedN = append(triedN, nd)
 		t0 := time.Now()
-		err := n.client.Do(&ctx.Request, &ctx.Response)
+		err := nd.client.Do(&ctx.Request, &ctx.Response)
 		if err == nil {
 			rt.upstream[res.region].Observe(time.Since(t0).Seconds())
+			if ctx.Response.BodyStream() != nil {
+				// Likewise a small response; larger ones (or of unknown
+				// length) stream to the client as they arrive.
+				if n := ctx.Response.Header.ContentLength(); n >= 0 && n <= maxBufferedBody {
+					if err := bufferResponse(&ctx.Response, n); err != nil {
+						rt.log.Warn("response body from region cut short", "request_id", ridStr, "region", res.region, "node", nd.url, "err", err)
+						ctx.Response.Reset()
+						rt.fail(ctx, problem.New(fasthttp.StatusBadGateway, "region "+res.region+" sent an incomplete response"))
+						return
+					}
+				}
+			}
 			stripResponse(&ctx.Response.Header)
 			rt.resolved(res.source, rt.routeLabel(ctx.Path()), pl).Inc()
 			rt.requests(ctx.Response.StatusCode()).Inc()
@@ -558,9 +586,9 @@ func (rt *Router) forward(ctx *fasthttp.RequestCtx) {
 		}
 		sent := !notSent(err)
 		if refused(err) {
-			n.observe(false, true, &rt.health, rt.log)
+			nd.observe(false, true, &rt.health, rt.log)
 		}
-		rt.log.Warn("forwarding failed", "request_id", ridStr, "region", res.region, "node", n.url, "err", err, "retry", !sent || retryable)
+		rt.log.Warn("forwarding failed", "request_id", ridStr, "region", res.region, "node", nd.url, "err", err, "retry", !sent || retryable)
 		ctx.Response.Reset()
 		if sent && !retryable {
 			p := problem.New(fasthttp.StatusBadGateway, "region "+res.region+" did not answer; the request may or may not have been processed")
@@ -593,4 +621,24 @@ func (b *trackedBody) Read(p []byte) (int, error) {
 		b.err = err
 	}
 	return n, err
+}
+
+// bodyBufs are scratch buffers for bufferResponse.
+var bodyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// bufferResponse reads a streamed response body of n bytes into memory.
+func bufferResponse(resp *fasthttp.Response, n int) error {
+	bp := bodyBufs.Get().(*[]byte)
+	b := slices.Grow((*bp)[:0], n)[:n]
+	_, err := io.ReadFull(resp.BodyStream(), b)
+	cerr := resp.CloseBodyStream()
+	if err == nil {
+		err = cerr
+	}
+	if err == nil {
+		resp.SetBody(b)
+	}
+	*bp = b[:0]
+	bodyBufs.Put(bp)
+	return err
 }

@@ -39,7 +39,7 @@ import (
 	"time"
 )
 
-var allTargets = []string{"direct", "nginx", "domicile"}
+var allTargets = []string{"direct", "nginx", "fasthttp", "domicile"}
 
 type config struct {
 	Targets         []string      `json:"targets"`
@@ -61,7 +61,7 @@ type config struct {
 
 func main() {
 	if len(os.Args) >= 3 && os.Args[1] == "-role" {
-		roles := map[string]func([]string) error{"upstream": upstreamMain, "router": routerMain, "attack": attackMain}
+		roles := map[string]func([]string) error{"upstream": upstreamMain, "router": routerMain, "attack": attackMain, "bareproxy": bareProxyMain}
 		f, ok := roles[os.Args[2]]
 		if !ok {
 			fmt.Fprintf(os.Stderr, "bench/router: unknown -role %q\n", os.Args[2])
@@ -74,7 +74,7 @@ func main() {
 		return
 	}
 	var cfg config
-	targets := flag.String("targets", strings.Join(allTargets, ","), "comma-separated targets to run: direct, nginx, domicile")
+	targets := flag.String("targets", strings.Join(allTargets, ","), "comma-separated targets to run: direct, nginx, fasthttp (a bare valyala/fasthttp proxy: the ceiling of the router's stack), domicile")
 	flag.DurationVar(&cfg.Duration, "duration", 10*time.Second, "wrk run per target and round (whole seconds)")
 	flag.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "unreported wrk warm-up run before each measured run (0: none)")
 	flag.IntVar(&cfg.Connections, "connections", 64, "wrk connections")
@@ -257,6 +257,13 @@ func run(ctx context.Context, cfg config) (err error) {
 			addr, err := startNginx(ctx, &cs, nginxBin, dir, upstream, cfg.NginxWorkers, nginxV)
 			if err != nil {
 				return fmt.Errorf("nginx: %w", err)
+			}
+			r.URL = "http://" + addr
+		case "fasthttp":
+			logf("bare fasthttp proxy (child)…")
+			addr, err := startBareProxy(ctx, &cs, self, dir, upstream)
+			if err != nil {
+				return fmt.Errorf("bare fasthttp proxy: %w", err)
 			}
 			r.URL = "http://" + addr
 		case "domicile":

@@ -14,6 +14,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -84,6 +86,43 @@ func routerConfig(listen, raft, indexDir, upstreamURL, secretsFile string, log *
 
 // ---- child roles (run in the re-executed bench binary) ----
 
+// bareProxyMain is a reverse proxy with no logic at all on valyala/fasthttp
+// (the stack of the router's forwarding path): server, HostClient with a
+// keep-alive pool, Do. It is the ceiling the router can reach.
+func bareProxyMain(args []string) error {
+	fs := flag.NewFlagSet("bareproxy", flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
+	upstream := fs.String("upstream", "", "host:port of the upstream")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	c := &fasthttp.HostClient{Addr: *upstream, MaxConns: 1024}
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		if err := c.Do(&ctx.Request, &ctx.Response); err != nil {
+			ctx.Error(err.Error(), fasthttp.StatusBadGateway)
+		}
+	}}
+	exitOnSignal()
+	return srv.Serve(ln)
+}
+
+// startBareProxy runs bareProxyMain as a child.
+func startBareProxy(ctx context.Context, cs *children, self, dir, upstream string) (string, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return "", err
+	}
+	c, err := cs.start(ctx, "fasthttp", filepath.Join(dir, "bareproxy.log"), self, "-role", "bareproxy", "-listen", addr, "-upstream", upstream)
+	if err != nil {
+		return "", err
+	}
+	return addr, waitListening(ctx, c, addr, 10*time.Second)
+}
+
 // upstreamMain serves every request with 200 {"ok":true} (fasthttp reads
 // the whole request body before the handler runs; the handler drops it).
 func upstreamMain(args []string) error {
@@ -125,6 +164,11 @@ func routerMain(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if v := os.Getenv("DOMICILE_BENCH_ROUTER_PROCS"); v != "" {
+		if n, err := strconv.Atoi(v); err == nil {
+			runtime.GOMAXPROCS(n)
+		}
+	}
 	log, closeLog, err := newFileLogger(*logFile, *logLevel)
 	if err != nil {
 		return err
@@ -133,6 +177,18 @@ func routerMain(args []string) error {
 	r, err := launch.StartRouter(routerConfig(*listen, *raft, *indexDir, *upstream, *secrets, log))
 	if err != nil {
 		return err
+	}
+	// DOMICILE_BENCH_CPUPROFILE=file profiles the router for its whole run
+	// (to see where the forwarding path spends its time).
+	if path := os.Getenv("DOMICILE_BENCH_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
