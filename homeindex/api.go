@@ -83,14 +83,17 @@ type wireCommand struct {
 	Version int     `json:"version,omitempty"`
 	Data    []byte  `json:"data,omitempty"`
 	Rule    string  `json:"rule,omitempty"`
+	// Member commands (in forwarded batches only).
+	ID  string `json:"id,omitempty"`
+	API string `json:"api,omitempty"`
 }
 
 func toWire(c *command) wireCommand {
-	return wireCommand{Op: c.Op.String(), ReqID: c.ReqID, Keys: c.Keys, Region: c.Region, To: c.To, Owner: c.Owner, Fence: c.Fence, Expires: c.Expires, Version: c.Version, Data: c.Data, Rule: c.Rule}
+	return wireCommand{Op: c.Op.String(), ReqID: c.ReqID, Keys: c.Keys, Region: c.Region, To: c.To, Owner: c.Owner, Fence: c.Fence, Expires: c.Expires, Version: c.Version, Data: c.Data, Rule: c.Rule, ID: c.ID, API: c.API}
 }
 
 func (wc *wireCommand) command(op opCode) *command {
-	return &command{Op: op, ReqID: wc.ReqID, Keys: wc.Keys, Region: wc.Region, To: wc.To, Owner: wc.Owner, Fence: wc.Fence, Expires: wc.Expires, Version: wc.Version, Data: wc.Data, Rule: wc.Rule}
+	return &command{Op: op, ReqID: wc.ReqID, Keys: wc.Keys, Region: wc.Region, To: wc.To, Owner: wc.Owner, Fence: wc.Fence, Expires: wc.Expires, Version: wc.Version, Data: wc.Data, Rule: wc.Rule, ID: wc.ID, API: wc.API}
 }
 
 type batchRequest struct {
@@ -165,7 +168,7 @@ func (n *Node) serveBatch(w http.ResponseWriter, r *http.Request) {
 	}
 	var wg sync.WaitGroup
 	for i := range req.Commands {
-		op, ok := writeOps[req.Commands[i].Op]
+		op, ok := batchOps[req.Commands[i].Op]
 		if !ok {
 			resp.Results[i] = resultOf(fmt.Errorf("%w: op: unknown %q", ErrInvalid, req.Commands[i].Op))
 			continue
@@ -189,6 +192,17 @@ var writeOps = map[string]opCode{
 	opClaim.String(): opClaim, opRelease.String(): opRelease, opRehome.String(): opRehome,
 	opRevoke.String(): opRevoke, opSetPolicy.String(): opSetPolicy,
 }
+
+// batchOps are the commands a follower may forward in a batch: the write
+// operations and the membership commands a node that just lost the
+// leadership may have queued (announcing its API address).
+var batchOps = func() map[string]opCode {
+	m := map[string]opCode{opSetMember.String(): opSetMember, opRemoveMember.String(): opRemoveMember}
+	for k, v := range writeOps {
+		m[k] = v
+	}
+	return m
+}()
 
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxCommandBytes))

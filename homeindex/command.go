@@ -156,6 +156,9 @@ func (c *command) validate() error {
 	default:
 		return fmt.Errorf("%w: op: unknown %d", ErrInvalid, byte(c.Op))
 	}
+	if c.Op != opSetMember && c.Op != opRemoveMember && (c.ID != "" || c.API != "") {
+		return fmt.Errorf("%w: id and api belong to member commands only", ErrInvalid)
+	}
 	if c.Op == opClaim && len(c.Rule) > MaxRuleLen {
 		return fmt.Errorf("%w: rule: longer than %d bytes", ErrInvalid, MaxRuleLen)
 	}
