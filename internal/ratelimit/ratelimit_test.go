@@ -216,7 +216,8 @@ func TestKeyIP(t *testing.T) {
 }
 
 func TestKeyString(t *testing.T) {
-	if KeyString("user", "alice") != KeyString("user", "alice") {
+	a, b := KeyString("user", "alice"), KeyString("user", "alice")
+	if a != b {
 		t.Error("not deterministic")
 	}
 	distinct := [][2]string{{"user", "alice"}, {"client", "alice"}, {"user", "bob"}, {"usera", "lice"}, {"", "useralice"}}
