@@ -7,8 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/argon2"
+
+	"github.com/domicile/domicile/region/passwords"
 )
 
 // Argon2Params are the argon2id cost parameters. The defaults are OWASP's
@@ -44,31 +47,84 @@ func hashPassword(p Argon2Params, password string) (string, error) {
 
 var errBadHash = errors.New("malformed password hash")
 
-// verifyPassword checks password against a PHC argon2id hash in constant time.
-func verifyPassword(encoded, password string) (bool, error) {
+// phcHash is a parsed PHC argon2id string.
+type phcHash struct {
+	params    Argon2Params
+	salt, key []byte
+}
+
+// parsePHC parses and bounds-checks $argon2id$v=19$m=..,t=..,p=..$salt$hash.
+func parsePHC(encoded string) (phcHash, error) {
 	parts := strings.Split(encoded, "$")
 	if len(parts) != 6 || parts[1] != "argon2id" {
-		return false, errBadHash
+		return phcHash{}, errBadHash
 	}
 	var version int
 	if _, err := fmt.Sscanf(parts[2], "v=%d", &version); err != nil || version != argon2.Version {
-		return false, errBadHash
+		return phcHash{}, errBadHash
 	}
 	var p Argon2Params
 	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &p.MemoryKiB, &p.Time, &p.Threads); err != nil {
-		return false, errBadHash
+		return phcHash{}, errBadHash
 	}
 	if p.MemoryKiB == 0 || p.MemoryKiB > 1<<22 || p.Time == 0 || p.Time > 64 || p.Threads == 0 {
-		return false, errBadHash
+		return phcHash{}, errBadHash
 	}
 	salt, err := b64.DecodeString(parts[4])
 	if err != nil {
-		return false, errBadHash
+		return phcHash{}, errBadHash
 	}
-	want, err := b64.DecodeString(parts[5])
-	if err != nil || len(want) == 0 || len(want) > 128 {
-		return false, errBadHash
+	key, err := b64.DecodeString(parts[5])
+	if err != nil || len(key) == 0 || len(key) > 128 {
+		return phcHash{}, errBadHash
 	}
-	got := argon2.IDKey([]byte(password), salt, p.Time, p.MemoryKiB, p.Threads, uint32(len(want)))
-	return subtle.ConstantTimeCompare(got, want) == 1, nil
+	return phcHash{params: p, salt: salt, key: key}, nil
+}
+
+// verifyPassword checks password against a PHC argon2id hash in constant time.
+func verifyPassword(encoded, password string) (bool, error) {
+	h, err := parsePHC(encoded)
+	if err != nil {
+		return false, err
+	}
+	p := h.params
+	got := argon2.IDKey([]byte(password), h.salt, p.Time, p.MemoryKiB, p.Threads, uint32(len(h.key)))
+	return subtle.ConstantTimeCompare(got, h.key) == 1, nil
+}
+
+// needsRehash reports whether a stored hash should be replaced by
+// hashPassword(p, password) after a successful login: it is not an argon2id
+// v=19 PHC string this package can read, or its memory, time or threads are
+// below p's, or its salt or key length differs from what hashPassword makes.
+// A hash with higher parameters than p is kept (never downgraded).
+func needsRehash(encoded string, p Argon2Params) bool {
+	h, err := parsePHC(encoded)
+	if err != nil {
+		return true
+	}
+	return h.params.MemoryKiB < p.MemoryKiB || h.params.Time < p.Time || h.params.Threads < p.Threads ||
+		len(h.salt) != saltLen || len(h.key) != keyLen
+}
+
+// Errors of checkPasswordPolicy; the messages are fit to show to the user.
+var (
+	errPasswordTooShort  = fmt.Errorf("password: must be at least %d characters", MinPasswordLen)
+	errPasswordTooLong   = fmt.Errorf("password: must be at most %d characters", MaxPasswordLen)
+	errPasswordTooCommon = errors.New("password: this password is too common")
+)
+
+// checkPasswordPolicy says why a new password is refused, or nil: its length
+// in characters (runes) must be within [MinPasswordLen, MaxPasswordLen] and it
+// must not be on the common-password deny list (case-insensitive, trimmed).
+func checkPasswordPolicy(pw string) error {
+	switch n := utf8.RuneCountInString(pw); {
+	case n < MinPasswordLen:
+		return errPasswordTooShort
+	case n > MaxPasswordLen:
+		return errPasswordTooLong
+	}
+	if passwords.Common(pw) {
+		return errPasswordTooCommon
+	}
+	return nil
 }

@@ -52,3 +52,88 @@ func BenchmarkArgon2idDefault(b *testing.B) {
 		}
 	}
 }
+
+func TestNeedsRehash(t *testing.T) {
+	// Cheap parameters keep the test fast; needsRehash only parses.
+	base := Argon2Params{MemoryKiB: 64, Time: 2, Threads: 2}
+	h, err := hashPassword(base, "correct horse battery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	salt := b64.EncodeToString(make([]byte, saltLen))
+	key := b64.EncodeToString(make([]byte, keyLen))
+	phc := func(alg, v, params, salt, key string) string {
+		return "$" + alg + "$" + v + "$" + params + "$" + salt + "$" + key
+	}
+	tests := []struct {
+		name    string
+		encoded string
+		p       Argon2Params
+		want    bool
+	}{
+		{"same parameters", h, base, false},
+		{"stored higher", h, Argon2Params{MemoryKiB: 32, Time: 1, Threads: 1}, false},
+		{"zero target", h, Argon2Params{}, false},
+		{"memory raised", h, Argon2Params{MemoryKiB: 128, Time: 2, Threads: 2}, true},
+		{"time raised", h, Argon2Params{MemoryKiB: 64, Time: 3, Threads: 2}, true},
+		{"threads raised", h, Argon2Params{MemoryKiB: 64, Time: 2, Threads: 4}, true},
+		{"default vs cheap", h, DefaultArgon2, true},
+		{"hand-made equal", phc("argon2id", "v=19", "m=64,t=2,p=2", salt, key), base, false},
+		{"argon2i", phc("argon2i", "v=19", "m=64,t=2,p=2", salt, key), base, true},
+		{"argon2d", phc("argon2d", "v=19", "m=64,t=2,p=2", salt, key), base, true},
+		{"old version", phc("argon2id", "v=16", "m=64,t=2,p=2", salt, key), base, true},
+		{"short salt", phc("argon2id", "v=19", "m=64,t=2,p=2", b64.EncodeToString(make([]byte, 8)), key), base, true},
+		{"long key", phc("argon2id", "v=19", "m=64,t=2,p=2", salt, b64.EncodeToString(make([]byte, 64))), base, true},
+		{"short key", phc("argon2id", "v=19", "m=64,t=2,p=2", salt, b64.EncodeToString(make([]byte, 16))), base, true},
+		{"bcrypt", "$2a$10$abcdefghijklmnopqrstuuJ0bYvVbJ8Rt9KxQfC0vR1Ck5r4Ue6.", base, true},
+		{"garbage", "plain", base, true},
+		{"empty", "", base, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := needsRehash(tt.encoded, tt.p); got != tt.want {
+				t.Fatalf("needsRehash(%q, %+v) = %v, want %v", tt.encoded, tt.p, got, tt.want)
+			}
+		})
+	}
+	// A fresh hash with the target parameters never needs a rehash.
+	h2, _ := hashPassword(DefaultArgon2, "x")
+	if needsRehash(h2, DefaultArgon2) {
+		t.Fatal("a fresh DefaultArgon2 hash needs a rehash")
+	}
+}
+
+func TestCheckPasswordPolicy(t *testing.T) {
+	tests := []struct {
+		name string
+		pw   string
+		want error
+	}{
+		{"empty", "", errPasswordTooShort},
+		{"seven", "Zq7!mW2", errPasswordTooShort},
+		{"seven runes, many bytes", "ÄÖÜäöüß", errPasswordTooShort},
+		{"eight", "Zq7!mW2x", nil},
+		{"eight runes", "äöüßÄÖÜẞ", nil},
+		{"max", strings.Repeat("ü", MaxPasswordLen), nil},
+		{"too long", strings.Repeat("a", MaxPasswordLen+1), errPasswordTooLong},
+		{"too long runes", strings.Repeat("ü", MaxPasswordLen+1), errPasswordTooLong},
+		{"common", "password", errPasswordTooCommon},
+		{"common upper", "PASSWORD", errPasswordTooCommon},
+		{"common padded", "  iloveyou  ", errPasswordTooCommon},
+		{"common digits", "12345678", errPasswordTooCommon},
+		{"passphrase", "correct horse battery staple", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := checkPasswordPolicy(tt.pw); err != tt.want {
+				t.Fatalf("checkPasswordPolicy(%q) = %v, want %v", tt.pw, err, tt.want)
+			}
+		})
+	}
+	if got := errPasswordTooShort.Error(); got != "password: must be at least 8 characters" {
+		t.Errorf("message %q", got)
+	}
+	if got := errPasswordTooCommon.Error(); !strings.Contains(got, "this password is too common") {
+		t.Errorf("message %q", got)
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"github.com/domicile/domicile/internal/metrics"
 	"github.com/domicile/domicile/internal/problem"
 	"github.com/domicile/domicile/internal/routesig"
+	"github.com/domicile/domicile/region/mail"
 	"github.com/domicile/domicile/region/store"
 	"github.com/domicile/domicile/session"
 )
@@ -58,6 +59,14 @@ type Config struct {
 	RouteKey []byte
 	// SessionKey signs this region's session tokens.
 	SessionKey *session.SigningKey
+	// Accounts and Audit: the rest of the region's storage (*store.DB).
+	Accounts Accounts
+	Audit    Audit
+	// Mailer sends verification and reset links (an Outbox in dev).
+	Mailer mail.Mailer
+	// PublicURL is where users reach the service (a router, or the CDN in
+	// front of the routers); emailed links point there.
+	PublicURL string
 }
 
 // HeaderRegion names, on every response, the region that served it.
@@ -86,7 +95,9 @@ type Server struct {
 	refused   *prometheus.CounterVec
 	route     *routesig.Verifier
 	issuer    *session.Issuer
+	sessions  *session.Verifier // this region's own session tokens
 	jwks      []byte
+	unknown   unknownFailures
 }
 
 // New builds a regional server.
@@ -104,6 +115,12 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("region: index secret: required")
 	case cfg.SessionKey == nil:
 		return nil, errors.New("region: session key: required")
+	case cfg.Accounts == nil || cfg.Audit == nil:
+		return nil, errors.New("region: store: accounts and audit required")
+	case cfg.Mailer == nil:
+		return nil, errors.New("region: mail: required")
+	case cfg.PublicURL == "":
+		return nil, errors.New("region: public_url: required (where emailed links point)")
 	}
 	route, err := routesig.NewVerifier(cfg.RouteKey, cfg.Name, 0)
 	if err != nil {
@@ -115,6 +132,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	jwks, err := session.MarshalJWKS([]session.PublicKey{issuer.PublicKey()})
 	if err != nil {
+		return nil, fmt.Errorf("region: session key: %w", err)
+	}
+	own := session.NewVerifier()
+	if err := own.SetRegionKeys(cfg.Name, []session.PublicKey{issuer.PublicKey()}); err != nil {
 		return nil, fmt.Errorf("region: session key: %w", err)
 	}
 	if cfg.SessionTTL <= 0 {
@@ -137,6 +158,7 @@ func New(cfg Config) (*Server, error) {
 		dummyHash: dummy,
 		route:     route,
 		issuer:    issuer,
+		sessions:  own,
 		jwks:      jwks,
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "domicile_region_misrouted_total", Help: "Requests refused with 421 because their route header was missing, invalid, stale, replayed or for another region.",
@@ -162,6 +184,14 @@ func New(cfg Config) (*Server, error) {
 	e.GET("/internal/session-keys", s.sessionKeys)
 	e.POST("/signup", s.signup)
 	e.POST("/login", s.login)
+	e.POST("/verify-email", s.verifyEmail)
+	e.GET("/verify-email", s.verifyEmail)
+	e.POST("/password/reset", s.requestReset)
+	e.POST("/password/reset/confirm", s.confirmReset)
+	e.GET("/account", s.getAccount)
+	e.PATCH("/account", s.patchAccount)
+	e.DELETE("/account", s.deleteAccount)
+	e.GET("/account/export", s.exportAccount)
 	s.echo = e
 	return s, nil
 }
@@ -239,9 +269,9 @@ func (s *Server) signup(c echo.Context) error {
 		s.signups.WithLabelValues("misrouted").Inc()
 		return err
 	}
-	if n := utf8.RuneCountInString(in.Password); n < MinPasswordLen || n > MaxPasswordLen {
+	if err := checkPasswordPolicy(in.Password); err != nil {
 		s.signups.WithLabelValues("bad_request").Inc()
-		return problem.New(http.StatusBadRequest, fmt.Sprintf("password: must be %d to %d characters", MinPasswordLen, MaxPasswordLen))
+		return problem.New(http.StatusBadRequest, err.Error())
 	}
 	if n := utf8.RuneCountInString(in.Name); n > MaxNameLen {
 		s.signups.WithLabelValues("bad_request").Inc()
@@ -288,6 +318,11 @@ func (s *Server) signup(c echo.Context) error {
 	}
 	s.signups.WithLabelValues("created").Inc()
 	s.log.Info("user created", "user", id)
+	s.audit(c, id, "user.created", id, map[string]string{"rule": homeRule(c.Request().Header.Get(homeindex.HeaderHomeRule))})
+	if err := s.sendToken(ctx, u, purposeVerify, verifyTTL, "/verify-email", "Confirm your email address",
+		"Welcome. Confirm your email address by opening this link within 24 hours:\n\n%s\n"); err != nil {
+		s.log.Error("sign-up: verification mail", "user", id, "err", err)
+	}
 	return c.JSON(http.StatusCreated, map[string]string{"id": id, "home": s.cfg.Name})
 }
 
@@ -312,29 +347,65 @@ func (s *Server) login(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
+	now := time.Now().UTC()
+	since := now.Add(-LockoutWindow)
+	key := s.cfg.Hasher.EmailKey(email)
 	u, err := s.cfg.Users.UserByEmail(ctx, email)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		// Spend the same time as for a known user.
+		// The same work, the same answers and the same lockout as for a
+		// known user.
+		if s.unknown.failures(key, since, now, false) >= LockoutFailures {
+			_, _ = verifyPassword(s.dummyHash, in.Password)
+			s.logins.WithLabelValues("locked").Inc()
+			return errLocked()
+		}
 		_, _ = verifyPassword(s.dummyHash, in.Password)
+		s.unknown.failures(key, since, now, true)
 		s.logins.WithLabelValues("failed").Inc()
 		return errBadLogin()
 	case err != nil:
 		return fmt.Errorf("login: read user: %w", err)
 	}
+	n, err := s.cfg.Accounts.CountLoginFailures(ctx, u.ID, since)
+	if err != nil {
+		return fmt.Errorf("login: %w", err)
+	}
 	ok, err := verifyPassword(u.PasswordHash, in.Password)
 	if err != nil {
 		return fmt.Errorf("login: user %s: %w", u.ID, err)
 	}
-	if !ok {
+	if n >= LockoutFailures {
+		s.logins.WithLabelValues("locked").Inc()
+		s.audit(c, u.ID, "user.login_locked", u.ID, nil)
+		return errLocked()
+	}
+	if !ok || u.Disabled {
+		if err := s.cfg.Accounts.RecordLoginFailure(ctx, u.ID, now); err != nil {
+			s.log.Error("login: record failure", "user", u.ID, "err", err)
+		}
 		s.logins.WithLabelValues("failed").Inc()
+		s.audit(c, u.ID, "user.login_failed", u.ID, nil)
 		return errBadLogin()
+	}
+	if n > 0 {
+		_ = s.cfg.Accounts.ClearLoginFailures(ctx, u.ID)
+	}
+	if needsRehash(u.PasswordHash, s.cfg.Argon2) {
+		// The parameters rose since this hash was made: upgrade it now,
+		// while the password is at hand.
+		if h, err := hashPassword(s.cfg.Argon2, in.Password); err == nil {
+			if err := s.cfg.Accounts.SetPasswordHash(ctx, u.ID, h); err != nil {
+				s.log.Warn("login: rehash not stored", "user", u.ID, "err", err)
+			} else {
+				s.audit(c, u.ID, "user.password_rehashed", u.ID, nil)
+			}
+		}
 	}
 	sid, err := session.NewID()
 	if err != nil {
 		return err
 	}
-	now := time.Now().UTC()
 	sess := session.Session{ID: sid, UserID: u.ID, Home: s.cfg.Name, CreatedAt: now, ExpiresAt: now.Add(s.cfg.SessionTTL)}
 	if err := s.cfg.Sessions.Put(ctx, sess); err != nil {
 		return fmt.Errorf("login: store session: %w", err)
@@ -344,6 +415,7 @@ func (s *Server) login(c echo.Context) error {
 		return fmt.Errorf("login: issue session token: %w", err)
 	}
 	s.logins.WithLabelValues("ok").Inc()
+	s.audit(c, u.ID, "user.login", u.ID, nil)
 	c.Response().Header().Set("Cache-Control", "no-store")
 	c.SetCookie(&http.Cookie{
 		Name: SessionCookie, Value: token, Path: "/", Expires: sess.ExpiresAt,

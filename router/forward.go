@@ -107,6 +107,7 @@ const (
 	srcSession = "session"
 	srcIndex   = "index"
 	srcNearest = "nearest"
+	srcLink    = "link"
 )
 
 // identity is what a request tells about its user.
@@ -115,6 +116,11 @@ type identity struct {
 	email string // normalised identifier, if any
 	key   homeindex.Key
 	hasID bool
+	// hint is the home= query parameter of links the regions email
+	// (verification, password reset): it names the region that issued the
+	// link's token. It only picks where a request without a session or an
+	// identifier goes; a region refuses anything it did not issue.
+	hint []byte
 }
 
 // readBody reads a request body of at most limit bytes into memory (the
@@ -200,6 +206,7 @@ func (rt *Router) identify(ctx *fasthttp.RequestCtx, p *fastjson.Parser) (identi
 	if v := ctx.QueryArgs().Peek("login_hint"); len(v) > 0 {
 		raw = v
 	}
+	id.hint = ctx.QueryArgs().Peek("home")
 	if !h.IsGet() && !h.IsHead() && h.ContentLength() != 0 {
 		ct := h.ContentType()
 		if i := bytes.IndexByte(ct, ';'); i >= 0 {
@@ -314,6 +321,11 @@ func (rt *Router) resolveID(id *identity, client netip.Addr, now time.Time) (res
 		}
 		if e, ok := rt.cfg.Index.Lookup(id.key); ok {
 			return resolution{region: e.Region, source: srcIndex}, nil
+		}
+	}
+	if !id.hasID && len(id.hint) > 0 {
+		if pl, ok := rt.pools[string(id.hint)]; ok {
+			return resolution{region: pl.name, source: srcLink}, nil
 		}
 	}
 	r := resolution{}

@@ -266,7 +266,8 @@ func (rt *Router) routeLabel(path []byte) string {
 
 // knownRoutes are the forwarded paths counted under their own route label,
 // besides the credential endpoints.
-var knownRoutes = []string{"/authorize", "/oauth2/authorize", "/oauth2/token", "/userinfo", "/logout", "/account", "/profile"}
+var knownRoutes = []string{"/authorize", "/oauth2/authorize", "/oauth2/token", "/userinfo", "/logout", "/account", "/account/export", "/profile",
+	"/verify-email", "/password/reset/confirm"}
 
 // resolved returns the counter of a resolution source, route and region.
 func (rt *Router) resolved(source, route string, pl *pool) prometheus.Counter {

@@ -189,6 +189,11 @@ func canary(t *testing.T, backend string) {
 	// the marker passes through every router.
 	post(t, nil, r[1]+"/login", fmt.Sprintf(`{"email":%q,"password":"wrong-%s"}`, email, m), nil)
 	post(t, nil, r[1]+"/signup", body, nil)
+	// eu-west can read its user back (decrypting the personal data).
+	home, err := c.Regions["eu-west"].Store.UserByEmail(ctx, email)
+	if err != nil {
+		t.Fatalf("eu-west reading its user: %v", err)
+	}
 	for _, rt := range c.Routers {
 		if err := rt.Index.Snapshot(); err != nil {
 			t.Fatalf("%s snapshot: %v", rt.Name, err)
@@ -226,15 +231,23 @@ func canary(t *testing.T, backend string) {
 		t.Fatalf("scanned only %d bytes: the scan is not looking at anything", outside.scanned)
 	}
 
-	// Positive control: the same scan finds the marker at home.
-	home := &scanner{t: t, forms: forms}
-	home.scanTree(filepath.Join(dir, "eu-west"))
+	// Positive control: the same scan finds the marker in what eu-west
+	// decrypts for its own use.
+	control := &scanner{t: t, forms: forms}
+	control.scan("eu-west's user record, decrypted", []byte(home.Email+" "+home.Name))
+	if len(control.hits) == 0 {
+		t.Fatalf("the marker is not found in eu-west's own record either: the scan is broken")
+	}
+	// At home, personal data is encrypted at rest (per-user keys): eu-west's
+	// files and schema hold no plaintext either.
+	atRest := &scanner{t: t, forms: forms}
+	atRest.scanTree(filepath.Join(dir, "eu-west"))
 	if dsn := dsns["eu-west"]; dsn != "" {
-		home.scanSchema(dsn)
+		atRest.scanSchema(dsn)
 	}
-	if len(home.hits) == 0 {
-		t.Fatalf("the marker is not found in eu-west either: the scan is broken")
+	if len(atRest.hits) > 0 {
+		t.Errorf("plaintext personal data at rest in eu-west: %v", atRest.hits)
 	}
-	t.Logf("%s: scanned %d bytes outside eu-west (2 regions, %d routers, logs): 0 occurrences of the marker in %d forms; found in eu-west: %v",
-		backend, outside.scanned, Routers, len(forms), home.hits)
+	t.Logf("%s: scanned %d bytes outside eu-west (2 regions, %d routers, logs): 0 occurrences of the marker in %d forms; eu-west at rest: %d bytes scanned, 0 occurrences; found in eu-west's decrypted record: %v",
+		backend, outside.scanned, Routers, len(forms), atRest.scanned, control.hits)
 }

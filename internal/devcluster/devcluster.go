@@ -20,6 +20,7 @@ import (
 	"github.com/domicile/domicile/internal/launch"
 	"github.com/domicile/domicile/internal/testmmdb"
 	"github.com/domicile/domicile/region"
+	"github.com/domicile/domicile/region/mail"
 	"github.com/domicile/domicile/region/store"
 	"github.com/domicile/domicile/residency"
 )
@@ -166,6 +167,9 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 			Name:           name,
 			Database:       cfg.Database(name),
 			SessionKeyFile: filepath.Join(cfg.DataDir, name, "session-key.json"),
+			MasterKeyFile:  filepath.Join(cfg.DataDir, name, "master.key"),
+			PublicURL:      routerURLs[0],
+			Outbox:         mail.NewOutbox(0, cfg.Logger.With("node", name)),
 			Sessions:       cfg.Sessions,
 			Index:          routerURLs,
 			SecretsValue:   sec,
@@ -296,7 +300,7 @@ func (c *Cluster) Banner() string {
 	b.WriteString("\nRegions (each with its own database under the data dir):\n")
 	for _, name := range c.RegionNames {
 		if r := c.Regions[name]; r != nil {
-			fmt.Fprintf(&b, "  %-13s %s\n", name, r.URL())
+			fmt.Fprintf(&b, "  %-13s %s   (mail it sent: %s/internal/outbox)\n", name, r.URL(), r.URL())
 		}
 	}
 	r1, r3 := c.Routers[0].URL(), c.Routers[len(c.Routers)-1].URL()

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -13,6 +16,7 @@ import (
 	"github.com/domicile/domicile/homeindex"
 	"github.com/domicile/domicile/internal/httpserver"
 	"github.com/domicile/domicile/region"
+	"github.com/domicile/domicile/region/mail"
 	"github.com/domicile/domicile/region/store"
 	"github.com/domicile/domicile/session"
 )
@@ -36,11 +40,61 @@ type RegionConfig struct {
 	// SessionKeyFile holds the region's session-token signing key
 	// (created, mode 0600, on first start).
 	SessionKeyFile string `yaml:"session_key_file"`
+	// MasterKeyFile holds the region's master key (32 bytes, base64; created,
+	// mode 0600, on first start), which wraps every user's data key. It is
+	// the region's own: never copy it to another region.
+	MasterKeyFile string `yaml:"master_key_file"`
+	// PublicURL is where users reach the service (the routers' public
+	// address); links in emails point there.
+	PublicURL string     `yaml:"public_url"`
+	Mail      MailConfig `yaml:"mail"`
 
 	SecretsValue *Secrets             `yaml:"-"`
+	Outbox       *mail.Outbox         `yaml:"-"` // used instead of Mail (dev)
 	HTTPListener net.Listener         `yaml:"-"`
 	Logger       *slog.Logger         `yaml:"-"`
 	Argon2       *region.Argon2Params `yaml:"-"`
+}
+
+// MailConfig selects how a region sends email: an SMTP submission server,
+// or (development only) an outbox kept in memory and shown at
+// /internal/outbox on the region's own address.
+type MailConfig struct {
+	Outbox bool `yaml:"outbox"`
+	SMTP   struct {
+		Addr         string        `yaml:"addr"`
+		From         string        `yaml:"from"`
+		Username     string        `yaml:"username"`
+		PasswordFile string        `yaml:"password_file"`
+		Timeout      time.Duration `yaml:"timeout"`
+		RequireTLS   bool          `yaml:"require_tls"`
+	} `yaml:"smtp"`
+}
+
+// mailer builds the configured mailer.
+func (m MailConfig) mailer(log *slog.Logger) (mail.Mailer, *mail.Outbox, error) {
+	switch {
+	case m.Outbox && m.SMTP.Addr != "":
+		return nil, nil, errors.New("region config: mail: set outbox or smtp, not both")
+	case m.Outbox:
+		o := mail.NewOutbox(0, log)
+		return o, o, nil
+	case m.SMTP.Addr == "":
+		return nil, nil, errors.New("region config: mail: required (smtp.addr, or outbox: true in development)")
+	}
+	cfg := mail.SMTPConfig{Addr: m.SMTP.Addr, From: m.SMTP.From, Username: m.SMTP.Username, Timeout: m.SMTP.Timeout, RequireTLS: m.SMTP.RequireTLS}
+	if m.SMTP.PasswordFile != "" {
+		pw, err := os.ReadFile(m.SMTP.PasswordFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("region config: mail.smtp.password_file: %w", err)
+		}
+		cfg.Password = strings.TrimSpace(string(pw))
+	}
+	s, err := mail.NewSMTP(cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("region config: %w", err)
+	}
+	return s, nil, nil
 }
 
 // Region is a running regional node.
@@ -49,8 +103,10 @@ type Region struct {
 	Server   *region.Server
 	Store    *store.DB
 	Sessions session.Store
-	HTTP     *httpserver.Server
-	closers  []func() error
+	// Outbox holds the mail the region sent, when configured with one.
+	Outbox  *mail.Outbox
+	HTTP    *httpserver.Server
+	closers []func() error
 }
 
 // URL is the region's base URL.
@@ -113,7 +169,16 @@ func StartRegion(ctx context.Context, cfg RegionConfig) (_ *Region, err error) {
 	default:
 		return nil, fmt.Errorf("region config: sessions.store: unknown %q (want memory or redis)", cfg.Sessions.Store)
 	}
-	db, err := store.Open(ctx, cfg.Database)
+	if cfg.MasterKeyFile == "" {
+		return nil, errors.New("region config: master_key_file: required")
+	}
+	mk, err := loadOrCreateKey(cfg.MasterKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("region config: master_key_file: %w", err)
+	}
+	dbCfg := cfg.Database
+	dbCfg.MasterKey = mk
+	db, err := store.Open(ctx, dbCfg)
 	if err != nil {
 		return nil, fmt.Errorf("region config: database: %w", err)
 	}
@@ -127,7 +192,18 @@ func StartRegion(ctx context.Context, cfg RegionConfig) (_ *Region, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("region config: session_key_file: %w", err)
 	}
+	mailer, outbox := mail.Mailer(cfg.Outbox), cfg.Outbox
+	if cfg.Outbox == nil {
+		if mailer, outbox, err = cfg.Mail.mailer(log); err != nil {
+			return nil, err
+		}
+	}
+	r.Outbox = outbox
 	rcfg := region.Config{
+		Accounts:   db,
+		Audit:      db,
+		Mailer:     mailer,
+		PublicURL:  cfg.PublicURL,
 		RouteKey:   sec.RouteKey,
 		SessionKey: skey,
 		Name:       cfg.Name,
@@ -153,7 +229,14 @@ func StartRegion(ctx context.Context, cfg RegionConfig) (_ *Region, err error) {
 			return nil, fmt.Errorf("region config: listen: %w", err)
 		}
 	}
-	r.HTTP = httpserver.Start(ln, r.Server.Handler(), log)
+	h := r.Server.Handler()
+	if outbox != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/internal/outbox", outbox)
+		mux.Handle("/", h)
+		h = mux
+	}
+	r.HTTP = httpserver.Start(ln, h, log)
 	return r, nil
 }
 

@@ -2,15 +2,19 @@ package store_test
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/domicile/domicile/internal/sqltx"
 	"github.com/domicile/domicile/internal/testenv"
@@ -20,10 +24,15 @@ import (
 type backend struct {
 	name   string
 	flavor sqltx.Flavor
-	// config returns the configuration of a new, empty database.
+	// config returns the configuration of a new, empty database, with a
+	// random master key and the default key store.
 	config func(t *testing.T) store.Config
 	// raw opens the same database behind the store's back.
 	raw func(t *testing.T, cfg store.Config) *sql.DB
+	// rawKeys opens the database that holds cfg's key store.
+	rawKeys func(t *testing.T, cfg store.Config) *sql.DB
+	// otherKeys returns a KeysDSN for a new, empty key store.
+	otherKeys func(t *testing.T) string
 }
 
 func backends() []backend {
@@ -33,23 +42,74 @@ func backends() []backend {
 			flavor: sqltx.SQLite,
 			config: func(t *testing.T) store.Config {
 				// A directory that does not exist yet: Open creates it.
-				return store.Config{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "data", "eu-west", "region.db")}
+				return store.Config{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "data", "eu-west", "region.db"), MasterKey: newMasterKey(t)}
 			},
 			raw: func(t *testing.T, cfg store.Config) *sql.DB {
 				return openRaw(t, "sqlite", "file:"+cfg.DSN+"?_pragma=busy_timeout(5000)")
 			},
+			rawKeys: func(t *testing.T, cfg store.Config) *sql.DB {
+				path := cfg.KeysDSN
+				if path == "" {
+					path = cfg.DSN + ".keys"
+				}
+				return openRaw(t, "sqlite", "file:"+path+"?_pragma=busy_timeout(5000)")
+			},
+			otherKeys: func(t *testing.T) string { return filepath.Join(t.TempDir(), "other", "keys.db") },
 		},
 		{
 			name:   "postgres",
 			flavor: sqltx.Postgres,
 			config: func(t *testing.T) store.Config {
-				return store.Config{Driver: "postgres", DSN: testenv.PostgresDSN(t)}
+				dsn := testenv.PostgresDSN(t)
+				dropDefaultKeySchema(t, dsn)
+				return store.Config{Driver: "postgres", DSN: dsn, MasterKey: newMasterKey(t)}
 			},
 			raw: func(t *testing.T, cfg store.Config) *sql.DB {
 				return openRaw(t, "pgx", cfg.DSN)
 			},
+			rawKeys: func(t *testing.T, cfg store.Config) *sql.DB {
+				if cfg.KeysDSN != "" {
+					return openRaw(t, "pgx", cfg.KeysDSN)
+				}
+				return openRaw(t, "pgx", cfg.DSN)
+			},
+			// Another per-test schema: the key store's table goes into the
+			// current schema of its connection.
+			otherKeys: func(t *testing.T) string { return testenv.PostgresDSN(t) },
 		},
 	}
+}
+
+// dropDefaultKeySchema makes t's cleanup drop the default key store schema,
+// "<current schema>_keys", that Open creates next to the per-test schema
+// testenv drops. It runs after the stores opened later in the test are
+// closed, and before testenv drops the main schema.
+func dropDefaultKeySchema(t *testing.T, dsn string) {
+	t.Helper()
+	t.Cleanup(func() {
+		db, err := sql.Open("pgx", dsn)
+		if err != nil {
+			t.Errorf("drop key schema: %v", err)
+			return
+		}
+		defer db.Close()
+		var schema string
+		if err := db.QueryRow("SELECT current_schema()").Scan(&schema); err != nil {
+			t.Errorf("drop key schema: %v", err)
+			return
+		}
+		if _, err := db.Exec("DROP SCHEMA IF EXISTS " + pgx.Identifier{schema + "_keys"}.Sanitize() + " CASCADE"); err != nil {
+			t.Errorf("drop key schema: %v", err)
+		}
+	})
+}
+
+func newMasterKey(t testing.TB) []byte {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	return key
 }
 
 func openRaw(t *testing.T, driver, dsn string) *sql.DB {
@@ -84,6 +144,15 @@ func TestStore(t *testing.T) {
 				t.Errorf("Ping: %v", err)
 			}
 			t.Run("users", func(t *testing.T) { testUsers(t, db) })
+			t.Run("profile", func(t *testing.T) { testProfile(t, db) })
+			t.Run("login state", func(t *testing.T) { testLoginState(t, db) })
+			t.Run("tokens", func(t *testing.T) { testTokens(t, db) })
+			t.Run("login failures", func(t *testing.T) { testLoginFailures(t, db) })
+			t.Run("crypto-shredding", func(t *testing.T) { testShredding(t, b, cfg, db) })
+			t.Run("export", func(t *testing.T) { testExport(t, db) })
+			t.Run("audit", func(t *testing.T) { testAudit(t, b) })
+			t.Run("key store", func(t *testing.T) { testKeyStore(t, b) })
+			t.Run("plaintext migration", func(t *testing.T) { testPlaintextMigration(t, b, b.config(t)) })
 			t.Run("reopen", func(t *testing.T) { testReopen(t, b, b.config(t)) })
 			t.Run("concurrent open", func(t *testing.T) { testConcurrentOpen(t, b, b.config(t)) })
 			t.Run("newer schema", func(t *testing.T) { testNewerSchema(t, b, b.config(t)) })
@@ -168,7 +237,7 @@ func testUsers(t *testing.T, users store.Users) {
 		{"not found", func(t *testing.T) {
 			u, err := users.UserByEmail(ctx, "nobody@example.com")
 			wantErr(t, err, store.ErrNotFound)
-			if u != (store.User{}) {
+			if !reflect.DeepEqual(u, store.User{}) {
 				t.Errorf("UserByEmail returned %+v with ErrNotFound, want the zero User", u)
 			}
 		}},
@@ -337,6 +406,7 @@ func TestOpenErrors(t *testing.T) {
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	key := newMasterKey(t)
 	tests := []struct {
 		name string
 		cfg  store.Config
@@ -346,10 +416,14 @@ func TestOpenErrors(t *testing.T) {
 		{"no driver", store.Config{DSN: "x"}, `store: driver: unknown "" (want sqlite, postgres or cockroach)`},
 		{"sqlite without path", store.Config{Driver: "sqlite"}, "store: dsn: empty (want a file path"},
 		{"postgres without DSN", store.Config{Driver: "postgres", DSN: " "}, "store: dsn: empty (want a connection string"},
-		{"sqlite path with a query", store.Config{Driver: "sqlite", DSN: filepath.Join(dir, "x.db?mode=ro")}, "store: dsn: "},
-		{"sqlite directory cannot be created", store.Config{Driver: "sqlite", DSN: filepath.Join(file, "x.db")}, "store: dsn: "},
-		{"postgres DSN does not parse", store.Config{Driver: "postgres", DSN: "postgres://h:notaport/db"}, "store: dsn: "},
-		{"postgres unreachable", store.Config{Driver: "postgres", DSN: "postgres://postgres@127.0.0.1:1/test?sslmode=disable&connect_timeout=2"}, "store: connect to postgres: "},
+		{"sqlite path with a query", store.Config{Driver: "sqlite", DSN: filepath.Join(dir, "x.db?mode=ro"), MasterKey: key}, "store: dsn: "},
+		{"sqlite directory cannot be created", store.Config{Driver: "sqlite", DSN: filepath.Join(file, "x.db"), MasterKey: key}, "store: dsn: "},
+		{"postgres DSN does not parse", store.Config{Driver: "postgres", DSN: "postgres://h:notaport/db", MasterKey: key}, "store: dsn: "},
+		{"postgres unreachable", store.Config{Driver: "postgres", DSN: "postgres://postgres@127.0.0.1:1/test?sslmode=disable&connect_timeout=2", MasterKey: key}, "store: connect to postgres: "},
+		{"no master key", store.Config{Driver: "sqlite", DSN: filepath.Join(dir, "nokey.db")}, "store: database.master_key: required"},
+		{"short master key", store.Config{Driver: "sqlite", DSN: filepath.Join(dir, "nokey.db"), MasterKey: key[:16]}, "store: database.master_key: want 32 bytes, got 16"},
+		{"keys file is the database", store.Config{Driver: "sqlite", DSN: filepath.Join(dir, "same.db"), KeysDSN: filepath.Join(dir, ".", "same.db"), MasterKey: key}, "store: keys_dsn: is the main database file"},
+		{"keys file path with a query", store.Config{Driver: "sqlite", DSN: filepath.Join(dir, "k.db"), KeysDSN: filepath.Join(dir, "k.keys?mode=ro"), MasterKey: key}, "store: keys_dsn: "},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
