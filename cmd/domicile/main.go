@@ -34,7 +34,7 @@ Usage:
 Commands:
   dev       run the local topology: 3 routers + regions eu-west, us-east, ap-southeast
   router    run a router (global edge + home-index replica) from a config file
-  region    run a regional node from a config file
+  region    run a regional node from a config file ("region audit verify" checks its audit log)
   index     inspect the home index (status)
   residency check, explain and diff residency policies; report where data lives
   version   print the version
@@ -59,6 +59,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "router":
 		err = runRouter(rest, stderr)
 	case "region":
+		if len(rest) > 0 && rest[0] == "audit" {
+			err = runRegionAudit(rest[1:], stdout, stderr)
+			break
+		}
 		err = runRegion(rest, stderr)
 	case "index":
 		err = runIndex(rest, stdout, stderr)

@@ -243,9 +243,10 @@ func Layout(dataDir string, pol *residency.Policy) ([]launch.RouterConfig, []lau
 	var regions []launch.RegionConfig
 	for _, name := range pol.Regions() {
 		regions = append(regions, launch.RegionConfig{
-			Name:     name,
-			Database: store.Config{Driver: "sqlite", DSN: regionDB(dataDir, name)},
-			Sessions: launch.SessionsConfig{Store: "memory"},
+			Name:          name,
+			Database:      store.Config{Driver: "sqlite", DSN: regionDB(dataDir, name)},
+			Sessions:      launch.SessionsConfig{Store: "memory"},
+			MasterKeyFile: filepath.Join(dataDir, name, "master.key"),
 		})
 	}
 	return routers, regions

@@ -257,3 +257,25 @@ func (r *Region) Shutdown(ctx context.Context) error {
 	}
 	return errors.Join(err, r.close())
 }
+
+// OpenRegionStore opens the database of the region cfg describes, for
+// offline tools (audit verification). The master key file must exist.
+func OpenRegionStore(ctx context.Context, cfg RegionConfig) (*store.DB, error) {
+	if cfg.MasterKeyFile == "" {
+		return nil, errors.New("region config: master_key_file: required")
+	}
+	if _, err := os.Stat(cfg.MasterKeyFile); err != nil {
+		return nil, fmt.Errorf("region config: master_key_file: %w", err)
+	}
+	mk, err := loadOrCreateKey(cfg.MasterKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("region config: master_key_file: %w", err)
+	}
+	dbCfg := cfg.Database
+	dbCfg.MasterKey = mk
+	db, err := store.Open(ctx, dbCfg)
+	if err != nil {
+		return nil, fmt.Errorf("region config: database: %w", err)
+	}
+	return db, nil
+}
