@@ -219,14 +219,16 @@ func (s *Server) confirmReset(c echo.Context) error {
 	// Other outstanding reset links die with this one; a lockout ends.
 	_ = s.cfg.Accounts.DeleteTokens(ctx, id, purposeReset)
 	_ = s.cfg.Accounts.ClearLoginFailures(ctx, id)
+	if u, err := s.cfg.Accounts.UserByID(ctx, id); err == nil {
+		s.recent.clear(s.cfg.Hasher.EmailKey(u.Email))
+	}
 	s.audit(c, id, "user.password_reset", id, nil)
 	return c.JSON(http.StatusOK, map[string]any{"password_changed": true})
 }
 
-// unknownFailures counts failed logins for identifiers without an account,
-// so that they lock out exactly like accounts do (an attacker cannot tell
-// the two apart by the lockout). Keys are index keys; bounded.
-type unknownFailures struct {
+// recentFailures counts recent failed logins per identifier (index key),
+// with or without an account, on this node; bounded.
+type recentFailures struct {
 	mu sync.Mutex
 	m  map[homeindex.Key][]time.Time
 }
@@ -235,7 +237,7 @@ const maxUnknownTracked = 100_000
 
 // failures returns the failures of k since since, recording one at now if
 // add.
-func (u *unknownFailures) failures(k homeindex.Key, since, now time.Time, add bool) int {
+func (u *recentFailures) failures(k homeindex.Key, since, now time.Time, add bool) int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.m == nil {
@@ -262,6 +264,13 @@ func (u *unknownFailures) failures(k homeindex.Key, since, now time.Time, add bo
 		u.m[k] = ts
 	}
 	return len(ts)
+}
+
+// clear forgets the failures of k.
+func (u *recentFailures) clear(k homeindex.Key) {
+	u.mu.Lock()
+	delete(u.m, k)
+	u.mu.Unlock()
 }
 
 // errLocked is the answer while an account (or unknown identifier) is

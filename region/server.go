@@ -97,7 +97,7 @@ type Server struct {
 	issuer    *session.Issuer
 	sessions  *session.Verifier // this region's own session tokens
 	jwks      []byte
-	unknown   unknownFailures
+	recent    recentFailures
 }
 
 // New builds a regional server.
@@ -351,44 +351,65 @@ func (s *Server) login(c echo.Context) error {
 	since := now.Add(-LockoutWindow)
 	key := s.cfg.Hasher.EmailKey(email)
 	u, err := s.cfg.Users.UserByEmail(ctx, email)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		// The same work, the same answers and the same lockout as for a
-		// known user.
-		if s.unknown.failures(key, since, now, false) >= LockoutFailures {
-			_, _ = verifyPassword(s.dummyHash, in.Password)
-			s.logins.WithLabelValues("locked").Inc()
-			return errLocked()
-		}
-		_, _ = verifyPassword(s.dummyHash, in.Password)
-		s.unknown.failures(key, since, now, true)
-		s.logins.WithLabelValues("failed").Inc()
-		return errBadLogin()
-	case err != nil:
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("login: read user: %w", err)
 	}
-	n, err := s.cfg.Accounts.CountLoginFailures(ctx, u.ID, since)
+	// Failed logins are counted per identifier here (at once, for the
+	// next attempt) and per account in the database (for the region's
+	// other nodes and restarts). An unknown address goes through the same
+	// steps, reads and answers, so neither the answer, its timing nor the
+	// lockout tells whether an account exists.
+	known := err == nil
+	subject := "unknown:" + key.String()
+	if known {
+		subject = u.ID
+	}
+	n, err := s.cfg.Accounts.CountLoginFailures(ctx, subject, since)
 	if err != nil {
 		return fmt.Errorf("login: %w", err)
 	}
-	ok, err := verifyPassword(u.PasswordHash, in.Password)
+	n = max(n, s.recent.failures(key, since, now, false))
+	hash := s.dummyHash
+	if known {
+		hash = u.PasswordHash
+	}
+	ok, err := verifyPassword(hash, in.Password)
 	if err != nil {
 		return fmt.Errorf("login: user %s: %w", u.ID, err)
 	}
 	if n >= LockoutFailures {
 		s.logins.WithLabelValues("locked").Inc()
-		s.audit(c, u.ID, "user.login_locked", u.ID, nil)
+		if known {
+			s.audit(c, u.ID, "user.login_locked", u.ID, nil)
+		}
 		return errLocked()
 	}
-	if !ok || u.Disabled {
-		if err := s.cfg.Accounts.RecordLoginFailure(ctx, u.ID, now); err != nil {
-			s.log.Error("login: record failure", "user", u.ID, "err", err)
-		}
+	if !known {
+		s.recent.failures(key, since, now, true)
 		s.logins.WithLabelValues("failed").Inc()
-		s.audit(c, u.ID, "user.login_failed", u.ID, nil)
+		return errBadLogin()
+	}
+	if !ok || u.Disabled {
+		s.recent.failures(key, since, now, true)
+		// Stored after answering: the writes would otherwise make a
+		// failure for an existing account measurably slower than one for
+		// an unknown address.
+		ev := store.AuditEvent{Actor: u.ID, Action: "user.login_failed", Subject: u.ID, IP: c.RealIP()}
+		go func() {
+			bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			if err := s.cfg.Accounts.RecordLoginFailure(bg, u.ID, now); err != nil {
+				s.log.Error("login: record failure", "user", u.ID, "err", err)
+			}
+			if _, err := s.cfg.Audit.AppendAudit(bg, ev); err != nil {
+				s.log.Error("audit append failed", "action", ev.Action, "subject", u.ID, "err", err)
+			}
+		}()
+		s.logins.WithLabelValues("failed").Inc()
 		return errBadLogin()
 	}
 	if n > 0 {
+		s.recent.clear(key)
 		_ = s.cfg.Accounts.ClearLoginFailures(ctx, u.ID)
 	}
 	if needsRehash(u.PasswordHash, s.cfg.Argon2) {

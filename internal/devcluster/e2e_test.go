@@ -51,7 +51,9 @@ func startClusterWith(t *testing.T, cfg Config) *Cluster {
 	defer cancel()
 	logs := &syncBuffer{}
 	cfg.DataDir = t.TempDir()
-	cfg.Argon2 = lightArgon2
+	if cfg.Argon2 == nil {
+		cfg.Argon2 = lightArgon2
+	}
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	c, err := Start(ctx, cfg)
 	if err != nil {
