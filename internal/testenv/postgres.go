@@ -51,8 +51,12 @@ func PostgresDSN(t testing.TB) string {
 		defer admin.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 		defer cancel()
-		if _, err := admin.ExecContext(ctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE"); err != nil {
-			t.Errorf("testenv: drop schema %s on %s: %v", schema, where, err)
+		// <schema>_keys is where a region store keeps its key store by
+		// default (region/store Config.KeysDSN).
+		for _, s := range []string{schema, schema + "_keys"} {
+			if _, err := admin.ExecContext(ctx, "DROP SCHEMA IF EXISTS "+s+" CASCADE"); err != nil {
+				t.Errorf("testenv: drop schema %s on %s: %v", s, where, err)
+			}
 		}
 	})
 

@@ -95,7 +95,7 @@ func openKeyStore(ctx context.Context, cfg Config, d *dialect, main *sql.DB) (_ 
 	}()
 	k.tx = &sqltx.Runner{DB: k.db, Flavor: d.flavor}
 	if k.own {
-		if err := k.db.PingContext(ctx); err != nil {
+		if err := ping(ctx, k.db); err != nil {
 			return nil, fmt.Errorf("store: connect to key store %s: %w", k.where, err)
 		}
 	}

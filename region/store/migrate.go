@@ -195,8 +195,11 @@ func encryptUsers(createTable string) migration {
 				return fmt.Errorf("user %s: %w", p.id, err)
 			}
 		}
-		_, err = tx.ExecContext(ctx, `DROP TABLE users`)
-		return err
+		if _, err := tx.ExecContext(ctx, `DROP TABLE users`); err != nil {
+			return err
+		}
+		db.rewrotePlaintext = len(users) > 0
+		return nil
 	}
 }
 

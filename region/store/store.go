@@ -73,6 +73,9 @@ type DB struct {
 	d     *dialect
 	keys  *keyStore
 	seal  *sealer
+	// rewrotePlaintext is set by the migration that encrypted existing
+	// plaintext rows.
+	rewrotePlaintext bool
 }
 
 // Open connects to the database and the key store cfg names, checks that
@@ -112,7 +115,7 @@ func open(ctx context.Context, cfg Config, upTo int) (_ *DB, err error) {
 			db.Close()
 		}
 	}()
-	if err := sqlDB.PingContext(ctx); err != nil {
+	if err := ping(ctx, sqlDB); err != nil {
 		return nil, fmt.Errorf("store: connect to %s: %w", d.flavor, err)
 	}
 	if db.keys, err = openKeyStore(ctx, cfg, d, sqlDB); err != nil {
@@ -129,10 +132,32 @@ func open(ctx context.Context, cfg Config, upTo int) (_ *DB, err error) {
 			return nil, err
 		}
 	}
-	// A migration may have rewritten plaintext rows: push the zeroed pages
-	// (secure_delete) into the file and empty the WAL.
-	db.scrub(ctx)
+	if db.rewrotePlaintext {
+		// Push the plaintext table's zeroed pages (secure_delete) into the
+		// file and empty the WAL. Only then: a TRUNCATE checkpoint makes
+		// other processes opening the file at the same moment fail with
+		// SQLITE_BUSY.
+		db.scrub(ctx)
+	}
 	return db, nil
+}
+
+// ping checks that db answers, retrying for a while when SQLite reports the
+// file busy: setting up a new connection (journal_mode=WAL) can fail that
+// way, without waiting for busy_timeout, while another process checkpoints.
+func ping(ctx context.Context, db *sql.DB) error {
+	const attempts = 20
+	for i := 1; ; i++ {
+		err := db.PingContext(ctx)
+		if err == nil || !sqltx.IsRetryable(err) || i == attempts {
+			return err
+		}
+		select {
+		case <-time.After(time.Duration(i) * 10 * time.Millisecond):
+		case <-ctx.Done():
+			return fmt.Errorf("%w (after %w)", ctx.Err(), err)
+		}
+	}
 }
 
 // checkKeysPresent refuses a database with users whose key store holds no
