@@ -155,9 +155,7 @@ func (s *fakeSMTP) serve(conn net.Conn) {
 				if l == ".\r\n" {
 					break
 				}
-				if strings.HasPrefix(l, ".") {
-					l = l[1:] // undo dot-stuffing
-				}
+				l = strings.TrimPrefix(l, ".") // undo dot-stuffing
 				data.WriteString(l)
 			}
 			cur.data = data.String()
