@@ -114,6 +114,28 @@ func (s *Server) audit(c echo.Context, actor, action, subject string, detail map
 	}
 }
 
+// auditAfter appends to the audit log after the answer has gone: for the
+// login path, whose latency (and, for failures, whose timing) should not
+// include a database commit. The entry is still written before the server
+// shuts down (Server.Wait).
+func (s *Server) auditAfter(c echo.Context, actor, action, subject string) {
+	e := store.AuditEvent{Actor: actor, Action: action, Subject: subject, IP: c.RealIP(), At: time.Now()}
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := s.cfg.Audit.AppendAudit(ctx, e); err != nil {
+			s.log.Error("audit append failed", "action", action, "subject", subject, "err", err)
+		}
+	}()
+}
+
+// Wait waits for the audit entries and other writes the server does after
+// answering; call it after the HTTP server has stopped, before closing the
+// store.
+func (s *Server) Wait() { s.bg.Wait() }
+
 type tokenRequest struct {
 	Token    string `json:"token"`
 	Password string `json:"password"`

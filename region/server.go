@@ -12,6 +12,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -98,6 +99,7 @@ type Server struct {
 	sessions  *session.Verifier // this region's own session tokens
 	jwks      []byte
 	recent    recentFailures
+	bg        sync.WaitGroup // writes done after answering
 }
 
 // New builds a regional server.
@@ -394,17 +396,16 @@ func (s *Server) login(c echo.Context) error {
 		// Stored after answering: the writes would otherwise make a
 		// failure for an existing account measurably slower than one for
 		// an unknown address.
-		ev := store.AuditEvent{Actor: u.ID, Action: "user.login_failed", Subject: u.ID, IP: c.RealIP()}
+		s.bg.Add(1)
 		go func() {
+			defer s.bg.Done()
 			bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			defer cancel()
 			if err := s.cfg.Accounts.RecordLoginFailure(bg, u.ID, now); err != nil {
 				s.log.Error("login: record failure", "user", u.ID, "err", err)
 			}
-			if _, err := s.cfg.Audit.AppendAudit(bg, ev); err != nil {
-				s.log.Error("audit append failed", "action", ev.Action, "subject", u.ID, "err", err)
-			}
 		}()
+		s.auditAfter(c, u.ID, "user.login_failed", u.ID)
 		s.logins.WithLabelValues("failed").Inc()
 		return errBadLogin()
 	}
@@ -436,7 +437,7 @@ func (s *Server) login(c echo.Context) error {
 		return fmt.Errorf("login: issue session token: %w", err)
 	}
 	s.logins.WithLabelValues("ok").Inc()
-	s.audit(c, u.ID, "user.login", u.ID, nil)
+	s.auditAfter(c, u.ID, "user.login", u.ID)
 	c.Response().Header().Set("Cache-Control", "no-store")
 	c.SetCookie(&http.Cookie{
 		Name: SessionCookie, Value: token, Path: "/", Expires: sess.ExpiresAt,

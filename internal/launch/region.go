@@ -255,6 +255,9 @@ func (r *Region) Shutdown(ctx context.Context) error {
 	if r.HTTP != nil {
 		err = r.HTTP.Shutdown(ctx)
 	}
+	if r.Server != nil {
+		r.Server.Wait() // writes made after answering reach the store first
+	}
 	return errors.Join(err, r.close())
 }
 
