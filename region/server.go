@@ -60,8 +60,9 @@ type Config struct {
 	RouteKey []byte
 	// SessionKey signs this region's session tokens.
 	SessionKey *session.SigningKey
-	// Accounts and Audit: the rest of the region's storage (*store.DB).
+	// Accounts, MFA and Audit: the rest of the region's storage (*store.DB).
 	Accounts Accounts
+	MFA      MFA
 	Audit    Audit
 	// Mailer sends verification and reset links (an Outbox in dev).
 	Mailer mail.Mailer
@@ -117,8 +118,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("region: index secret: required")
 	case cfg.SessionKey == nil:
 		return nil, errors.New("region: session key: required")
-	case cfg.Accounts == nil || cfg.Audit == nil:
-		return nil, errors.New("region: store: accounts and audit required")
+	case cfg.Accounts == nil || cfg.Audit == nil || cfg.MFA == nil:
+		return nil, errors.New("region: store: accounts, mfa and audit required")
 	case cfg.Mailer == nil:
 		return nil, errors.New("region: mail: required")
 	case cfg.PublicURL == "":
@@ -194,6 +195,10 @@ func New(cfg Config) (*Server, error) {
 	e.PATCH("/account", s.patchAccount)
 	e.DELETE("/account", s.deleteAccount)
 	e.GET("/account/export", s.exportAccount)
+	e.POST("/account/mfa/totp", s.enrolTOTP)
+	e.POST("/account/mfa/totp/confirm", s.confirmTOTP)
+	e.DELETE("/account/mfa/totp", s.removeTOTP)
+	e.POST("/login/mfa", s.loginMFA)
 	s.echo = e
 	return s, nil
 }
@@ -424,32 +429,12 @@ func (s *Server) login(c echo.Context) error {
 			}
 		}
 	}
-	sid, err := session.NewID()
-	if err != nil {
-		return err
+	if need, err := s.mfaRequired(ctx, u.ID); err != nil {
+		return fmt.Errorf("login: %w", err)
+	} else if need {
+		return s.startMFALogin(c, u)
 	}
-	sess := session.Session{ID: sid, UserID: u.ID, Home: s.cfg.Name, CreatedAt: now, ExpiresAt: now.Add(s.cfg.SessionTTL)}
-	if err := s.cfg.Sessions.Put(ctx, sess); err != nil {
-		return fmt.Errorf("login: store session: %w", err)
-	}
-	token, err := s.issuer.Issue(session.Claims{Subject: u.ID, Home: s.cfg.Name, SessionID: sid, IssuedAt: now, Expiry: sess.ExpiresAt})
-	if err != nil {
-		return fmt.Errorf("login: issue session token: %w", err)
-	}
-	s.logins.WithLabelValues("ok").Inc()
-	s.auditAfter(c, u.ID, "user.login", u.ID)
-	c.Response().Header().Set("Cache-Control", "no-store")
-	c.SetCookie(&http.Cookie{
-		Name: SessionCookie, Value: token, Path: "/", Expires: sess.ExpiresAt,
-		HttpOnly: true, Secure: c.Scheme() == "https" || c.Request().Header.Get("X-Forwarded-Proto") == "https", SameSite: http.SameSiteLaxMode,
-	})
-	return c.JSON(http.StatusOK, map[string]any{
-		"session_token": token,
-		"session_id":    sid,
-		"user_id":       u.ID,
-		"home":          s.cfg.Name,
-		"expires_at":    sess.ExpiresAt.Format(time.RFC3339),
-	})
+	return s.startSession(c, u, "password")
 }
 
 // homeRule accepts the router's rule id only if it looks like one.

@@ -16,8 +16,7 @@ import (
 // token bucket per client address and one per identifier (by its keyed
 // hash), both of which a request must pass.
 type RateLimits struct {
-	// Paths are the credential endpoints (default: /login, /signup,
-	// /password/reset, /oauth2/token).
+	// Paths are the credential endpoints (default: DefaultCredentialPaths).
 	Paths []string
 	// PerIP: requests per second and burst per client address (IPv6 per
 	// /64). Default 20/s, burst 100. A negative rate disables it.
@@ -35,7 +34,7 @@ type Limit struct {
 
 // DefaultCredentialPaths are the credential endpoints rate limits apply to
 // when RateLimits.Paths is empty.
-var DefaultCredentialPaths = []string{"/login", "/signup", "/password/reset", "/oauth2/token"}
+var DefaultCredentialPaths = []string{"/login", "/login/mfa", "/signup", "/password/reset", "/password/reset/confirm", "/oauth2/token"}
 
 type limiters struct {
 	paths map[string]bool

@@ -201,6 +201,7 @@ func StartRegion(ctx context.Context, cfg RegionConfig) (_ *Region, err error) {
 	r.Outbox = outbox
 	rcfg := region.Config{
 		Accounts:   db,
+		MFA:        db,
 		Audit:      db,
 		Mailer:     mailer,
 		PublicURL:  cfg.PublicURL,

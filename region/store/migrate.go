@@ -32,7 +32,8 @@ func execs(stmts ...string) migration {
 // encrypted layout, users_v3 (encryptUsers), and version 4 renames that to
 // users: in a transaction of its own, so that no backend has to reuse the
 // name of a table dropped in the same transaction (CockroachDB restricts
-// that). Version 5 adds tokens, login failures and the audit log. Every table that holds a user's data references users(id)
+// that). Version 5 adds tokens, login failures and the audit log; version 6 the
+// TOTP secrets and recovery codes. Every table that holds a user's data references users(id)
 // without ON DELETE CASCADE, so that DeleteUser, which deletes from each of
 // them, fails loudly if a new one is not added to it.
 var (
@@ -85,6 +86,19 @@ var (
 			)`,
 			`INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, zeroblob(32))`,
 		),
+		execs(
+			`CREATE TABLE totp (
+				user_id   TEXT PRIMARY KEY REFERENCES users (id),
+				secret    BLOB NOT NULL,              -- sealed with the user's key
+				confirmed INTEGER NOT NULL DEFAULT 0,
+				last_step INTEGER NOT NULL DEFAULT 0  -- the last time step accepted (no replay)
+			)`,
+			`CREATE TABLE recovery_codes (
+				user_id   TEXT NOT NULL REFERENCES users (id),
+				code_hash BLOB NOT NULL,              -- SHA-256 of the code
+				PRIMARY KEY (user_id, code_hash)
+			)`,
+		),
 	}
 	postgresMigrations = []migration{ // PostgreSQL and CockroachDB
 		execs(`CREATE TABLE users (
@@ -134,6 +148,19 @@ var (
 				hash BYTEA NOT NULL
 			)`,
 			`INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, decode(repeat('00', 32), 'hex'))`,
+		),
+		execs(
+			`CREATE TABLE totp (
+				user_id   TEXT PRIMARY KEY REFERENCES users (id),
+				secret    BYTEA NOT NULL,
+				confirmed BOOLEAN NOT NULL DEFAULT FALSE,
+				last_step BIGINT NOT NULL DEFAULT 0
+			)`,
+			`CREATE TABLE recovery_codes (
+				user_id   TEXT NOT NULL REFERENCES users (id),
+				code_hash BYTEA NOT NULL,
+				PRIMARY KEY (user_id, code_hash)
+			)`,
 		),
 	}
 )

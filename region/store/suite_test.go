@@ -984,3 +984,74 @@ func TestSQLiteNoPlaintextOnDisk(t *testing.T) {
 		t.Fatalf("other user after the deletion: %+v", u)
 	}
 }
+
+func testMFA(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	createUser(t, db, store.User{ID: "mfa-1", Email: "mfa@example.com"})
+	if _, err := db.TOTP(ctx, "mfa-1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("TOTP before enrolment: %v", err)
+	}
+	secret := []byte("12345678901234567890")
+	if err := db.SetTOTP(ctx, "mfa-1", secret); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.TOTP(ctx, "mfa-1")
+	if err != nil || !bytes.Equal(got.Secret, secret) || got.Confirmed || got.LastStep != 0 {
+		t.Fatalf("TOTP: %+v %v", got, err)
+	}
+	if err := db.UseTOTPStep(ctx, "mfa-1", 100); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []int64{100, 99} {
+		if err := db.UseTOTPStep(ctx, "mfa-1", step); !errors.Is(err, store.ErrReplay) {
+			t.Fatalf("step %d again: %v", step, err)
+		}
+	}
+	if got, _ := db.TOTP(ctx, "mfa-1"); !got.Confirmed || got.LastStep != 100 {
+		t.Fatalf("after use: %+v", got)
+	}
+	// Concurrent use of one step: exactly one wins.
+	var wins sync.WaitGroup
+	var mu sync.Mutex
+	ok := 0
+	for range 8 {
+		wins.Go(func() {
+			if db.UseTOTPStep(ctx, "mfa-1", 200) == nil {
+				mu.Lock()
+				ok++
+				mu.Unlock()
+			}
+		})
+	}
+	wins.Wait()
+	if ok != 1 {
+		t.Fatalf("step 200 accepted %d times", ok)
+	}
+	if err := db.UseTOTPStep(ctx, "nobody", 1); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown user: %v", err)
+	}
+
+	codes := [][32]byte{sha256.Sum256([]byte("code-a")), sha256.Sum256([]byte("code-b"))}
+	if err := db.SetRecoveryCodes(ctx, "mfa-1", codes); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.UseRecoveryCode(ctx, "mfa-1", codes[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.UseRecoveryCode(ctx, "mfa-1", codes[0]); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("recovery code twice: %v", err)
+	}
+	if n, err := db.RecoveryCodesLeft(ctx, "mfa-1"); err != nil || n != 1 {
+		t.Fatalf("codes left: %d %v", n, err)
+	}
+	// Erasure takes the enrolment with it.
+	if err := db.DeleteUser(ctx, "mfa-1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.TOTP(ctx, "mfa-1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("TOTP after deletion: %v", err)
+	}
+	if n, _ := db.RecoveryCodesLeft(ctx, "mfa-1"); n != 0 {
+		t.Fatalf("recovery codes after deletion: %d", n)
+	}
+}

@@ -192,6 +192,8 @@ func (db *DB) DeleteUser(ctx context.Context, id string) error {
 		for _, q := range []string{
 			`DELETE FROM tokens WHERE user_id = $1`,
 			`DELETE FROM login_failures WHERE user_id = $1`,
+			`DELETE FROM totp WHERE user_id = $1`,
+			`DELETE FROM recovery_codes WHERE user_id = $1`,
 		} {
 			if _, err := tx.ExecContext(ctx, q, id); err != nil {
 				return err
