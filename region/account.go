@@ -398,6 +398,23 @@ func (s *Server) exportAccount(c echo.Context) error {
 	return c.JSON(http.StatusOK, exp)
 }
 
+// erase deletes the user's rows and data key, then releases their index
+// entries. Rows first: if the release then fails, the identifier stays
+// claimed by a user who no longer exists (retry-safe, and never the other
+// way round, data without a claim).
+func (s *Server) erase(c echo.Context, u store.User) error {
+	ctx := c.Request().Context()
+	if err := s.cfg.Accounts.DeleteUser(ctx, u.ID); err != nil {
+		return fmt.Errorf("delete: %w", err)
+	}
+	key := s.cfg.Hasher.EmailKey(u.Email)
+	if err := s.cfg.Index.Release(ctx, []homeindex.Key{key}, u.ID); err != nil {
+		s.log.Error("delete: index release failed; the identifier stays claimed", "user", u.ID, "key", key.String(), "err", err)
+	}
+	s.recent.clear(key)
+	return nil
+}
+
 // deleteAccount erases the user: the index entries are released (so the
 // identifier is free again everywhere), the rows deleted and the user's
 // data key destroyed (store.DeleteUser), the session ended.
@@ -411,15 +428,8 @@ func (s *Server) deleteAccount(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("delete: %w", err)
 	}
-	// Rows first: if the index release then fails, the identifier stays
-	// claimed by a user who no longer exists (retry-safe, and never the
-	// other way round, data without a claim).
-	if err := s.cfg.Accounts.DeleteUser(ctx, u.ID); err != nil {
-		return fmt.Errorf("delete: %w", err)
-	}
-	key := s.cfg.Hasher.EmailKey(u.Email)
-	if err := s.cfg.Index.Release(ctx, []homeindex.Key{key}, u.ID); err != nil {
-		s.log.Error("delete: index release failed; the identifier stays claimed", "user", u.ID, "key", key.String(), "err", err)
+	if err := s.erase(c, u); err != nil {
+		return err
 	}
 	_ = s.cfg.Sessions.Delete(ctx, sess.ID)
 	s.audit(c, u.ID, "user.deleted", u.ID, nil)

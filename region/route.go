@@ -21,7 +21,9 @@ func unrouted(path string) bool {
 	case "/healthz", "/readyz", "/metrics":
 		return true
 	}
-	return strings.HasPrefix(path, "/internal/")
+	// The admin API is called on the region's own address (with the
+	// admin token), never through a router.
+	return strings.HasPrefix(path, "/internal/") || strings.HasPrefix(path, "/admin/")
 }
 
 // requireRoute refuses, with 421 problem+json, every request that did not

@@ -63,7 +63,10 @@ type Config struct {
 	// Accounts, MFA and Audit: the rest of the region's storage (*store.DB).
 	Accounts Accounts
 	MFA      MFA
+	Admin    AdminStore
 	Audit    Audit
+	// AdminToken guards /admin/v1 (Bearer); empty disables the admin API.
+	AdminToken string
 	// Mailer sends verification and reset links (an Outbox in dev).
 	Mailer mail.Mailer
 	// PublicURL is where users reach the service (a router, or the CDN in
@@ -118,7 +121,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("region: index secret: required")
 	case cfg.SessionKey == nil:
 		return nil, errors.New("region: session key: required")
-	case cfg.Accounts == nil || cfg.Audit == nil || cfg.MFA == nil:
+	case cfg.Accounts == nil || cfg.Audit == nil || cfg.MFA == nil || cfg.Admin == nil:
 		return nil, errors.New("region: store: accounts, mfa and audit required")
 	case cfg.Mailer == nil:
 		return nil, errors.New("region: mail: required")
@@ -199,6 +202,12 @@ func New(cfg Config) (*Server, error) {
 	e.POST("/account/mfa/totp/confirm", s.confirmTOTP)
 	e.DELETE("/account/mfa/totp", s.removeTOTP)
 	e.POST("/login/mfa", s.loginMFA)
+	admin := e.Group("/admin/v1", s.adminAuth)
+	admin.GET("/users", s.adminListUsers)
+	admin.GET("/users/:id", s.adminGetUser)
+	admin.POST("/users/:id/disable", s.adminDisable)
+	admin.DELETE("/users/:id/mfa", s.adminResetMFA)
+	admin.DELETE("/users/:id", s.adminDeleteUser)
 	s.echo = e
 	return s, nil
 }

@@ -202,6 +202,8 @@ func StartRegion(ctx context.Context, cfg RegionConfig) (_ *Region, err error) {
 	rcfg := region.Config{
 		Accounts:   db,
 		MFA:        db,
+		Admin:      db,
+		AdminToken: sec.AdminToken,
 		Audit:      db,
 		Mailer:     mailer,
 		PublicURL:  cfg.PublicURL,

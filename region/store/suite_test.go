@@ -1055,3 +1055,21 @@ func testMFA(t *testing.T, db *store.DB) {
 		t.Fatalf("recovery codes after deletion: %d", n)
 	}
 }
+
+func testListUsers(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	for i := range 5 {
+		createUser(t, db, store.User{ID: fmt.Sprintf("list-%d", i), Email: fmt.Sprintf("list%d@example.com", i)})
+	}
+	page, err := db.ListUsers(ctx, "list-", 3)
+	if err != nil || len(page) != 3 || page[0].ID != "list-0" || page[2].Email != "list2@example.com" {
+		t.Fatalf("first page: %+v %v", page, err)
+	}
+	page, err = db.ListUsers(ctx, page[2].ID, 3)
+	if err != nil || len(page) < 2 || page[0].ID != "list-3" || page[1].ID != "list-4" {
+		t.Fatalf("second page: %+v %v", page, err)
+	}
+	if _, err := db.ListUsers(ctx, "", 0); err == nil {
+		t.Fatal("limit 0 accepted")
+	}
+}

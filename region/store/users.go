@@ -545,3 +545,40 @@ func execOne(ctx context.Context, run *sqltx.Runner, none error, query string, a
 	}
 	return err
 }
+
+// ListUsers returns up to limit users (decrypted) whose ids sort after
+// after, in id order: a page of the region's users for the admin API.
+func (db *DB) ListUsers(ctx context.Context, after string, limit int) ([]User, error) {
+	if limit <= 0 || limit > 1000 {
+		return nil, fmt.Errorf("store: list users: limit %d: want 1 to 1000", limit)
+	}
+	rows, err := db.db.QueryContext(ctx, `SELECT id FROM users WHERE id > $1 ORDER BY id LIMIT $2`, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("store: list users: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("store: list users: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: list users: %w", err)
+	}
+	out := make([]User, 0, len(ids))
+	for _, id := range ids {
+		u, err := db.loadUser(ctx, "id", id)
+		if errors.Is(err, ErrNotFound) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return nil, fmt.Errorf("store: list users: %w", err)
+		}
+		out = append(out, u)
+	}
+	return out, nil
+}
