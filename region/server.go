@@ -63,10 +63,13 @@ type Config struct {
 	// Accounts, MFA and Audit: the rest of the region's storage (*store.DB).
 	Accounts Accounts
 	MFA      MFA
+	Consent  Consent
 	Admin    AdminStore
 	Audit    Audit
 	// AdminToken guards /admin/v1 (Bearer); empty disables the admin API.
 	AdminToken string
+	// Purposes users may consent to (default DefaultPurposes).
+	Purposes []Purpose
 	// Mailer sends verification and reset links (an Outbox in dev).
 	Mailer mail.Mailer
 	// PublicURL is where users reach the service (a router, or the CDN in
@@ -121,7 +124,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("region: index secret: required")
 	case cfg.SessionKey == nil:
 		return nil, errors.New("region: session key: required")
-	case cfg.Accounts == nil || cfg.Audit == nil || cfg.MFA == nil || cfg.Admin == nil:
+	case cfg.Accounts == nil || cfg.Audit == nil || cfg.MFA == nil || cfg.Admin == nil || cfg.Consent == nil:
 		return nil, errors.New("region: store: accounts, mfa and audit required")
 	case cfg.Mailer == nil:
 		return nil, errors.New("region: mail: required")
@@ -146,6 +149,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.SessionTTL <= 0 {
 		cfg.SessionTTL = 12 * time.Hour
+	}
+	if len(cfg.Purposes) == 0 {
+		cfg.Purposes = DefaultPurposes
 	}
 	if cfg.Argon2 == (Argon2Params{}) {
 		cfg.Argon2 = DefaultArgon2
@@ -202,6 +208,9 @@ func New(cfg Config) (*Server, error) {
 	e.POST("/account/mfa/totp/confirm", s.confirmTOTP)
 	e.DELETE("/account/mfa/totp", s.removeTOTP)
 	e.POST("/login/mfa", s.loginMFA)
+	e.GET("/account/consent", s.getConsent)
+	e.POST("/account/consent", s.postConsent)
+	e.GET("/account/consent/history", s.consentHistory)
 	admin := e.Group("/admin/v1", s.adminAuth)
 	admin.GET("/users", s.adminListUsers)
 	admin.GET("/users/:id", s.adminGetUser)

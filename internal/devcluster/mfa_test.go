@@ -81,3 +81,54 @@ func TestTOTP(t *testing.T) {
 		t.Fatalf("recovery code reused: %d", code)
 	}
 }
+
+// TestConsent: grant, withdraw, the derived state, the history, and a
+// stale version refused.
+func TestConsent(t *testing.T) {
+	c := startCluster(t)
+	r := c.RouterURLs()
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Timeout: 10 * time.Second, Jar: jar}
+	const creds = `{"email":"ana@acme.de","password":"correct horse battery"}`
+	do(t, browser, "POST", r[0]+"/signup", creds)
+	if code, _ := do(t, browser, "POST", r[0]+"/login", creds); code != 200 {
+		t.Fatalf("login: %d", code)
+	}
+	state := func() map[string]any {
+		code, m := do(t, browser, "GET", r[1]+"/account/consent", "")
+		if code != 200 {
+			t.Fatalf("consent: %d %v", code, m)
+		}
+		out := map[string]any{}
+		for _, p := range m["purposes"].([]any) {
+			p := p.(map[string]any)
+			out[p["name"].(string)] = p["granted"]
+		}
+		return out
+	}
+	if s := state(); s["marketing"] != false || s["analytics"] != false {
+		t.Fatalf("initial state: %v", s)
+	}
+	if code, _ := do(t, browser, "POST", r[2]+"/account/consent", `{"purpose":"marketing","version":1,"granted":true}`); code != 200 {
+		t.Fatalf("grant: %d", code)
+	}
+	if s := state(); s["marketing"] != true {
+		t.Fatalf("after grant: %v", s)
+	}
+	if code, _ := do(t, browser, "POST", r[2]+"/account/consent", `{"purpose":"marketing","version":1,"granted":false}`); code != 200 {
+		t.Fatalf("withdraw: %d", code)
+	}
+	if s := state(); s["marketing"] != false {
+		t.Fatalf("after withdrawal: %v", s)
+	}
+	if code, _ := do(t, browser, "POST", r[2]+"/account/consent", `{"purpose":"marketing","version":0,"granted":true}`); code != 409 {
+		t.Fatalf("stale version: %d", code)
+	}
+	if code, _ := do(t, browser, "POST", r[2]+"/account/consent", `{"purpose":"telepathy","version":1,"granted":true}`); code != 400 {
+		t.Fatalf("unknown purpose: %d", code)
+	}
+	code, h := do(t, browser, "GET", r[0]+"/account/consent/history", "")
+	if hist, _ := h["history"].([]any); code != 200 || len(hist) != 2 {
+		t.Fatalf("history: %d %v", code, h)
+	}
+}

@@ -203,6 +203,7 @@ func StartRegion(ctx context.Context, cfg RegionConfig) (_ *Region, err error) {
 		Accounts:   db,
 		MFA:        db,
 		Admin:      db,
+		Consent:    db,
 		AdminToken: sec.AdminToken,
 		Audit:      db,
 		Mailer:     mailer,

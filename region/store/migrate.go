@@ -33,7 +33,7 @@ func execs(stmts ...string) migration {
 // users: in a transaction of its own, so that no backend has to reuse the
 // name of a table dropped in the same transaction (CockroachDB restricts
 // that). Version 5 adds tokens, login failures and the audit log; version 6 the
-// TOTP secrets and recovery codes. Every table that holds a user's data references users(id)
+// TOTP secrets and recovery codes; version 7 the consent records. Every table that holds a user's data references users(id)
 // without ON DELETE CASCADE, so that DeleteUser, which deletes from each of
 // them, fails loudly if a new one is not added to it.
 var (
@@ -99,6 +99,17 @@ var (
 				PRIMARY KEY (user_id, code_hash)
 			)`,
 		),
+		execs(
+			`CREATE TABLE consent_records (
+				user_id TEXT NOT NULL REFERENCES users (id),
+				seq     INTEGER NOT NULL,             -- per user: 1, 2, 3, ...
+				purpose TEXT NOT NULL,
+				version INTEGER NOT NULL,
+				granted INTEGER NOT NULL,
+				at      INTEGER NOT NULL,
+				PRIMARY KEY (user_id, seq)
+			)`,
+		),
 	}
 	postgresMigrations = []migration{ // PostgreSQL and CockroachDB
 		execs(`CREATE TABLE users (
@@ -160,6 +171,17 @@ var (
 				user_id   TEXT NOT NULL REFERENCES users (id),
 				code_hash BYTEA NOT NULL,
 				PRIMARY KEY (user_id, code_hash)
+			)`,
+		),
+		execs(
+			`CREATE TABLE consent_records (
+				user_id TEXT NOT NULL REFERENCES users (id),
+				seq     BIGINT NOT NULL,
+				purpose TEXT NOT NULL,
+				version INTEGER NOT NULL,
+				granted BOOLEAN NOT NULL,
+				at      TIMESTAMPTZ NOT NULL,
+				PRIMARY KEY (user_id, seq)
 			)`,
 		),
 	}

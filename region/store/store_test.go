@@ -150,6 +150,7 @@ func TestStore(t *testing.T) {
 			t.Run("login failures", func(t *testing.T) { testLoginFailures(t, db) })
 			t.Run("mfa", func(t *testing.T) { testMFA(t, db) })
 			t.Run("list users", func(t *testing.T) { testListUsers(t, db) })
+			t.Run("consent", func(t *testing.T) { testConsent(t, db) })
 			t.Run("crypto-shredding", func(t *testing.T) { testShredding(t, b, cfg, db) })
 			t.Run("export", func(t *testing.T) { testExport(t, db) })
 			t.Run("audit", func(t *testing.T) { testAudit(t, b) })

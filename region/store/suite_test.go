@@ -1073,3 +1073,37 @@ func testListUsers(t *testing.T, db *store.DB) {
 		t.Fatal("limit 0 accepted")
 	}
 }
+
+func testConsent(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	createUser(t, db, store.User{ID: "con-1", Email: "con@example.com"})
+	for _, r := range []store.ConsentRecord{
+		{Purpose: "marketing", Version: 1, Granted: true},
+		{Purpose: "analytics", Version: 2, Granted: true},
+		{Purpose: "marketing", Version: 1, Granted: false},
+	} {
+		if _, err := db.AppendConsent(ctx, "con-1", r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h, err := db.ConsentHistory(ctx, "con-1")
+	if err != nil || len(h) != 3 || h[0].Seq != 1 || h[2].Seq != 3 || h[2].Granted || h[1].Version != 2 || h[0].At.IsZero() {
+		t.Fatalf("history: %+v %v", h, err)
+	}
+	if _, err := db.AppendConsent(ctx, "con-1", store.ConsentRecord{Purpose: "Bad Purpose", Version: 1}); err == nil {
+		t.Fatal("bad purpose accepted")
+	}
+	if _, err := db.AppendConsent(ctx, "nobody", store.ConsentRecord{Purpose: "marketing", Version: 1}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown user: %v", err)
+	}
+	x, err := db.ExportUser(ctx, "con-1")
+	if err != nil || len(x.Consent) != 3 {
+		t.Fatalf("export: %+v %v", x.Consent, err)
+	}
+	if err := db.DeleteUser(ctx, "con-1"); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := db.ConsentHistory(ctx, "con-1"); len(h) != 0 {
+		t.Fatalf("history after deletion: %+v", h)
+	}
+}

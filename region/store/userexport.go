@@ -17,6 +17,8 @@ type Export struct {
 	Tokens []TokenInfo `json:"tokens"`
 	// LoginFailures are the recorded failed logins, oldest first.
 	LoginFailures []time.Time `json:"login_failures"`
+	// Consent is the user's consent history, oldest first.
+	Consent []ConsentRecord `json:"consent"`
 	// Audit is the audit log's entries about the user (as subject).
 	Audit      []AuditEvent `json:"audit"`
 	ExportedAt time.Time    `json:"exported_at"`
@@ -43,7 +45,7 @@ func (db *DB) ExportUser(ctx context.Context, id string) (Export, error) {
 	}
 	var x Export
 	err = db.tx.Tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		x = Export{Tokens: []TokenInfo{}, LoginFailures: []time.Time{}, Audit: []AuditEvent{}}
+		x = Export{Tokens: []TokenInfo{}, LoginFailures: []time.Time{}, Consent: []ConsentRecord{}, Audit: []AuditEvent{}}
 		r, err := scanUserRow(tx.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1`, id))
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrNotFound
@@ -96,6 +98,12 @@ func (db *DB) ExportUser(ctx context.Context, id string) (Export, error) {
 		if err := closeRows(rows); err != nil {
 			return err
 		}
+
+		recs, err := consentHistory(ctx, tx, db.d, id)
+		if err != nil {
+			return fmt.Errorf("consent: %w", err)
+		}
+		x.Consent = append(x.Consent, recs...)
 
 		events, err := auditFor(ctx, tx, id)
 		if err != nil {

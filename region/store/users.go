@@ -194,6 +194,7 @@ func (db *DB) DeleteUser(ctx context.Context, id string) error {
 			`DELETE FROM login_failures WHERE user_id = $1`,
 			`DELETE FROM totp WHERE user_id = $1`,
 			`DELETE FROM recovery_codes WHERE user_id = $1`,
+			`DELETE FROM consent_records WHERE user_id = $1`,
 		} {
 			if _, err := tx.ExecContext(ctx, q, id); err != nil {
 				return err
