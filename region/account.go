@@ -327,6 +327,19 @@ func (s *Server) authenticated(c echo.Context) (session.Session, error) {
 	return sess, nil
 }
 
+// currentUser is the user of the request's session.
+func (s *Server) currentUser(c echo.Context) (session.Session, store.User, error) {
+	sess, err := s.authenticated(c)
+	if err != nil {
+		return sess, store.User{}, err
+	}
+	u, err := s.cfg.Accounts.UserByID(c.Request().Context(), sess.UserID)
+	if err != nil {
+		return sess, u, fmt.Errorf("account: %w", err)
+	}
+	return sess, u, nil
+}
+
 // accountView is what GET /account returns.
 type accountView struct {
 	ID            string            `json:"id"`
@@ -339,13 +352,9 @@ type accountView struct {
 }
 
 func (s *Server) getAccount(c echo.Context) error {
-	sess, err := s.authenticated(c)
+	_, u, err := s.currentUser(c)
 	if err != nil {
 		return err
-	}
-	u, err := s.cfg.Accounts.UserByID(c.Request().Context(), sess.UserID)
-	if err != nil {
-		return fmt.Errorf("account: %w", err)
 	}
 	c.Response().Header().Set("Cache-Control", "no-store")
 	return c.JSON(http.StatusOK, accountView{ID: u.ID, Home: s.cfg.Name, Email: u.Email, EmailVerified: u.EmailVerified, Name: u.Name, Attributes: u.Attributes, CreatedAt: u.CreatedAt})
@@ -419,15 +428,11 @@ func (s *Server) erase(c echo.Context, u store.User) error {
 // identifier is free again everywhere), the rows deleted and the user's
 // data key destroyed (store.DeleteUser), the session ended.
 func (s *Server) deleteAccount(c echo.Context) error {
-	sess, err := s.authenticated(c)
+	sess, u, err := s.currentUser(c)
 	if err != nil {
 		return err
 	}
 	ctx := c.Request().Context()
-	u, err := s.cfg.Accounts.UserByID(ctx, sess.UserID)
-	if err != nil {
-		return fmt.Errorf("delete: %w", err)
-	}
 	if err := s.erase(c, u); err != nil {
 		return err
 	}

@@ -66,15 +66,11 @@ func checkTOTP(secret []byte, code string, now time.Time) (int64, bool) {
 // enrolTOTP starts a TOTP enrolment: a new secret, shown once as a key and
 // an otpauth:// URL for a QR code. It is not in force until confirmed.
 func (s *Server) enrolTOTP(c echo.Context) error {
-	sess, err := s.authenticated(c)
+	_, u, err := s.currentUser(c)
 	if err != nil {
 		return err
 	}
 	ctx := c.Request().Context()
-	u, err := s.cfg.Accounts.UserByID(ctx, sess.UserID)
-	if err != nil {
-		return fmt.Errorf("totp: %w", err)
-	}
 	key, err := totp.Generate(totp.GenerateOpts{Issuer: "Domicile", AccountName: u.Email, Period: totpPeriod, SecretSize: 20, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
 	if err != nil {
 		return fmt.Errorf("totp: %w", err)

@@ -169,18 +169,9 @@ func StartRegion(ctx context.Context, cfg RegionConfig) (_ *Region, err error) {
 	default:
 		return nil, fmt.Errorf("region config: sessions.store: unknown %q (want memory or redis)", cfg.Sessions.Store)
 	}
-	if cfg.MasterKeyFile == "" {
-		return nil, errors.New("region config: master_key_file: required")
-	}
-	mk, err := loadOrCreateKey(cfg.MasterKeyFile)
+	db, err := openStore(ctx, cfg, true)
 	if err != nil {
-		return nil, fmt.Errorf("region config: master_key_file: %w", err)
-	}
-	dbCfg := cfg.Database
-	dbCfg.MasterKey = mk
-	db, err := store.Open(ctx, dbCfg)
-	if err != nil {
-		return nil, fmt.Errorf("region config: database: %w", err)
+		return nil, err
 	}
 	r.Store = db
 	r.closers = append(r.closers, db.Close)
@@ -268,11 +259,19 @@ func (r *Region) Shutdown(ctx context.Context) error {
 // OpenRegionStore opens the database of the region cfg describes, for
 // offline tools (audit verification). The master key file must exist.
 func OpenRegionStore(ctx context.Context, cfg RegionConfig) (*store.DB, error) {
+	return openStore(ctx, cfg, false)
+}
+
+// openStore opens the region's database with its master key, creating the
+// key file first if create is set.
+func openStore(ctx context.Context, cfg RegionConfig, create bool) (*store.DB, error) {
 	if cfg.MasterKeyFile == "" {
 		return nil, errors.New("region config: master_key_file: required")
 	}
-	if _, err := os.Stat(cfg.MasterKeyFile); err != nil {
-		return nil, fmt.Errorf("region config: master_key_file: %w", err)
+	if !create {
+		if _, err := os.Stat(cfg.MasterKeyFile); err != nil {
+			return nil, fmt.Errorf("region config: master_key_file: %w", err)
+		}
 	}
 	mk, err := loadOrCreateKey(cfg.MasterKeyFile)
 	if err != nil {
