@@ -211,6 +211,7 @@ func New(cfg Config) (*Server, error) {
 	e.GET("/account/consent", s.getConsent)
 	e.POST("/account/consent", s.postConsent)
 	e.GET("/account/consent/history", s.consentHistory)
+	s.registerPages(e)
 	admin := e.Group("/admin/v1", s.adminAuth)
 	admin.GET("/users", s.adminListUsers)
 	admin.GET("/users/:id", s.adminGetUser)

@@ -34,7 +34,8 @@ type Limit struct {
 
 // DefaultCredentialPaths are the credential endpoints rate limits apply to
 // when RateLimits.Paths is empty.
-var DefaultCredentialPaths = []string{"/login", "/login/mfa", "/signup", "/password/reset", "/password/reset/confirm", "/oauth2/token"}
+var DefaultCredentialPaths = []string{"/login", "/login/mfa", "/signup", "/password/reset", "/password/reset/confirm", "/oauth2/token",
+	"/ui/login", "/ui/login/mfa", "/ui/signup", "/ui/password/reset", "/ui/password/reset/confirm"}
 
 type limiters struct {
 	paths map[string]bool
