@@ -305,6 +305,7 @@ func (c *Cluster) Banner() string {
 		}
 	}
 	r1, r3 := c.Routers[0].URL(), c.Routers[len(c.Routers)-1].URL()
+	fmt.Fprintf(&b, "\nIn a browser: %s/ui/signup  then  %s/ui/login  and  %s/ui/account\n", r1, r1, r1)
 	fmt.Fprintf(&b, "\nTry it:\n")
 	fmt.Fprintf(&b, "  curl -s -X POST %s/signup -H 'Content-Type: application/json' -d '{\"email\":\"ana@acme.de\",\"password\":\"correct horse battery\"}'\n", r1)
 	fmt.Fprintf(&b, "  curl -s -X POST %s/login  -H 'Content-Type: application/json' -d '{\"email\":\"ana@acme.de\",\"password\":\"correct horse battery\"}'\n", r3)
