@@ -209,7 +209,7 @@ func (s *Server) requestReset(c echo.Context) error {
 	case err != nil:
 		return fmt.Errorf("reset: read user: %w", err)
 	}
-	if err := s.sendToken(ctx, u, purposeReset, resetTTL, "/password/reset/confirm",
+	if err := s.sendToken(ctx, u, purposeReset, resetTTL, "/ui/password/reset/confirm",
 		"Reset your password", "Someone asked to reset the password of your account. If it was you, open this link within 30 minutes:\n\n%s\n\nIf it was not you, ignore this message."); err != nil {
 		return fmt.Errorf("reset: %w", err)
 	}

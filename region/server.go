@@ -345,7 +345,7 @@ func (s *Server) signup(c echo.Context) error {
 	s.signups.WithLabelValues("created").Inc()
 	s.log.Info("user created", "user", id)
 	s.audit(c, id, "user.created", id, map[string]string{"rule": homeRule(c.Request().Header.Get(homeindex.HeaderHomeRule))})
-	if err := s.sendToken(ctx, u, purposeVerify, verifyTTL, "/verify-email", "Confirm your email address",
+	if err := s.sendToken(ctx, u, purposeVerify, verifyTTL, "/ui/verify-email", "Confirm your email address",
 		"Welcome. Confirm your email address by opening this link within 24 hours:\n\n%s\n"); err != nil {
 		s.log.Error("sign-up: verification mail", "user", id, "err", err)
 	}

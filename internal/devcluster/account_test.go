@@ -85,12 +85,16 @@ func TestAccountLifecycle(t *testing.T) {
 	if link.Query().Get("home") != "eu-west" {
 		t.Fatalf("link %s does not name the home region", link)
 	}
-	link.Host = strings.TrimPrefix(r[2], "http://")
-	if code, m := do(t, hc, "GET", link.String(), ""); code != 200 || m["email_verified"] != true {
+	if link.Path != "/ui/verify-email" {
+		t.Fatalf("verification link %s: want the hosted page", link)
+	}
+	// An app uses the JSON API with the link's token, through any router.
+	api := r[2] + "/verify-email?home=" + link.Query().Get("home") + "&token=" + link.Query().Get("token")
+	if code, m := do(t, hc, "GET", api, ""); code != 200 || m["email_verified"] != true {
 		t.Fatalf("verify: HTTP %d %v", code, m)
 	}
-	if code, _ := do(t, hc, "GET", link.String(), ""); code != 400 {
-		t.Fatalf("verification link used twice: HTTP %d", code)
+	if code, _ := do(t, hc, "GET", api, ""); code != 400 {
+		t.Fatalf("verification token used twice: HTTP %d", code)
 	}
 
 	// Reset: the same answer for an unknown address; the link is single
@@ -100,10 +104,7 @@ func TestAccountLifecycle(t *testing.T) {
 	if code1 != 202 || code2 != 202 || m1["status"] != m2["status"] {
 		t.Fatalf("reset answers differ: %d %v / %d %v", code1, m1, code2, m2)
 	}
-	reset := mailedLink(t, c, "eu-west", email)
-	if reset.Path != "/password/reset/confirm" {
-		t.Fatalf("reset link %s", reset)
-	}
+	reset := resetAPI(t, mailedLink(t, c, "eu-west", email))
 	if code, m := do(t, hc, "POST", reset.String(), `{"password":"qwerty123"}`); code != 400 {
 		t.Fatalf("reset to a common password: HTTP %d %v", code, m)
 	}
@@ -148,7 +149,7 @@ func TestAccountLifecycle(t *testing.T) {
 	}
 	// A password reset ends the lockout.
 	do(t, hc, "POST", r[1]+"/password/reset", `{"email":"ana@acme.de"}`)
-	reset = mailedLink(t, c, "eu-west", email)
+	reset = resetAPI(t, mailedLink(t, c, "eu-west", email))
 	if code, _ := do(t, hc, "POST", reset.String(), `{"password":"the third passphrase"}`); code != 200 {
 		t.Fatalf("reset while locked: HTTP %d", code)
 	}
@@ -205,6 +206,18 @@ func TestAccountLifecycle(t *testing.T) {
 	if err != nil || n < 20 {
 		t.Fatalf("audit: %d entries checked, %v", n, err)
 	}
+}
+
+// resetAPI turns an emailed reset link (to the hosted page) into the JSON
+// API's URL with the same token, as an app would.
+func resetAPI(t *testing.T, link *url.URL) *url.URL {
+	t.Helper()
+	if link.Path != "/ui/password/reset/confirm" {
+		t.Fatalf("reset link %s: want the hosted page", link)
+	}
+	u := *link
+	u.Path = "/password/reset/confirm"
+	return &u
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
