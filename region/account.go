@@ -230,21 +230,9 @@ func (s *Server) confirmReset(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	hash, err := hashPassword(s.cfg.Argon2, in.Password)
-	if err != nil {
+	if err := s.resetPassword(c, id, in.Password); err != nil {
 		return err
 	}
-	ctx := c.Request().Context()
-	if err := s.cfg.Accounts.SetPasswordHash(ctx, id, hash); err != nil {
-		return fmt.Errorf("reset: %w", err)
-	}
-	// Other outstanding reset links die with this one; a lockout ends.
-	_ = s.cfg.Accounts.DeleteTokens(ctx, id, purposeReset)
-	_ = s.cfg.Accounts.ClearLoginFailures(ctx, id)
-	if u, err := s.cfg.Accounts.UserByID(ctx, id); err == nil {
-		s.recent.clear(s.cfg.Hasher.EmailKey(u.Email))
-	}
-	s.audit(c, id, "user.password_reset", id, nil)
 	return c.JSON(http.StatusOK, map[string]any{"password_changed": true})
 }
 

@@ -18,7 +18,6 @@ import (
 
 	"github.com/domicile/domicile/internal/problem"
 	"github.com/domicile/domicile/region/store"
-	"github.com/domicile/domicile/session"
 )
 
 // MFA is the storage of second factors. *store.DB implements it.
@@ -177,12 +176,9 @@ func (s *Server) mfaRequired(ctx context.Context, userID string) (bool, error) {
 // no session yet, but a short-lived single-use token for the second step
 // at /login/mfa (home= routes it here).
 func (s *Server) startMFALogin(c echo.Context, u store.User) error {
-	tok, hash, err := newToken()
+	tok, err := s.newMFAToken(c.Request().Context(), u)
 	if err != nil {
 		return err
-	}
-	if err := s.cfg.Accounts.CreateToken(c.Request().Context(), store.Token{Hash: hash, UserID: u.ID, Purpose: purposeMFALogin, ExpiresAt: time.Now().Add(mfaLoginTTL)}); err != nil {
-		return fmt.Errorf("login: mfa token: %w", err)
 	}
 	c.Response().Header().Set("Cache-Control", "no-store")
 	return c.JSON(http.StatusOK, map[string]any{
@@ -206,25 +202,8 @@ func (s *Server) loginMFA(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	fail := func() error {
-		s.auditAfter(c, id, "user.mfa_failed", id)
+	if !s.checkSecondFactor(c, id, in.Code, in.RecoveryCode) {
 		return problem.New(http.StatusUnauthorized, "the second factor is not valid; log in again")
-	}
-	switch {
-	case in.RecoveryCode != "":
-		if err := s.cfg.MFA.UseRecoveryCode(ctx, id, sha256.Sum256([]byte(strings.ToLower(strings.TrimSpace(in.RecoveryCode))))); err != nil {
-			return fail()
-		}
-		s.audit(c, id, "user.recovery_code_used", id, nil)
-	default:
-		t, err := s.cfg.MFA.TOTP(ctx, id)
-		if err != nil {
-			return fail()
-		}
-		step, ok := checkTOTP(t.Secret, strings.TrimSpace(in.Code), time.Now())
-		if !ok || s.cfg.MFA.UseTOTPStep(ctx, id, step) != nil {
-			return fail()
-		}
 	}
 	u, err := s.cfg.Accounts.UserByID(ctx, id)
 	if err != nil {
@@ -233,32 +212,17 @@ func (s *Server) loginMFA(c echo.Context) error {
 	return s.startSession(c, u, "mfa")
 }
 
-// startSession logs the user in: a session in the store, a signed session
-// token in a cookie and in the answer.
+// startSession logs the user in (openSession) and answers with the session
+// token.
 func (s *Server) startSession(c echo.Context, u store.User, method string) error {
-	sid, err := session.NewID()
+	token, sess, err := s.openSession(c, u)
 	if err != nil {
 		return err
 	}
-	now := time.Now().UTC()
-	sess := session.Session{ID: sid, UserID: u.ID, Home: s.cfg.Name, CreatedAt: now, ExpiresAt: now.Add(s.cfg.SessionTTL)}
-	if err := s.cfg.Sessions.Put(c.Request().Context(), sess); err != nil {
-		return fmt.Errorf("login: store session: %w", err)
-	}
-	token, err := s.issuer.Issue(session.Claims{Subject: u.ID, Home: s.cfg.Name, SessionID: sid, IssuedAt: now, Expiry: sess.ExpiresAt})
-	if err != nil {
-		return fmt.Errorf("login: issue session token: %w", err)
-	}
-	s.logins.WithLabelValues("ok").Inc()
-	s.auditAfter(c, u.ID, "user.login", u.ID)
 	c.Response().Header().Set("Cache-Control", "no-store")
-	c.SetCookie(&http.Cookie{
-		Name: SessionCookie, Value: token, Path: "/", Expires: sess.ExpiresAt,
-		HttpOnly: true, Secure: c.Scheme() == "https" || c.Request().Header.Get("X-Forwarded-Proto") == "https", SameSite: http.SameSiteLaxMode,
-	})
 	return c.JSON(http.StatusOK, map[string]any{
 		"session_token": token,
-		"session_id":    sid,
+		"session_id":    sess.ID,
 		"user_id":       u.ID,
 		"home":          s.cfg.Name,
 		"mfa":           method == "mfa",

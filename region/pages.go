@@ -624,86 +624,25 @@ func (p *pages) login(c echo.Context) error {
 		s.logins.WithLabelValues("misrouted").Inc()
 		return err
 	}
-	ctx := c.Request().Context()
-	now := time.Now().UTC()
-	since := now.Add(-LockoutWindow)
-	key := s.cfg.Hasher.EmailKey(email)
-	u, err := s.cfg.Users.UserByEmail(ctx, email)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("login: read user: %w", err)
-	}
-	// As in Server.login: an unknown address goes through the same steps,
-	// reads and answers.
-	known := err == nil
-	subject := "unknown:" + key.String()
-	if known {
-		subject = u.ID
-	}
-	n, err := s.cfg.Accounts.CountLoginFailures(ctx, subject, since)
-	if err != nil {
-		return fmt.Errorf("login: %w", err)
-	}
-	n = max(n, s.recent.failures(key, since, now, false))
-	hash := s.dummyHash
-	if known {
-		hash = u.PasswordHash
-	}
-	ok, err := verifyPassword(hash, password)
-	if err != nil {
-		return fmt.Errorf("login: user %s: %w", u.ID, err)
-	}
-	if n >= LockoutFailures {
-		s.logins.WithLabelValues("locked").Inc()
-		if known {
-			s.audit(c, u.ID, "user.login_locked", u.ID, nil)
-		}
+	u, res, err := s.checkPassword(c, email, password)
+	switch {
+	case err != nil:
+		return err
+	case res == passwordLocked:
 		c.Response().Header().Set("Retry-After", strconv.Itoa(int(LockoutWindow.Seconds())))
 		d.Error = &formError{Field: "password", Message: "Too many failed attempts. Try again later or reset your password."}
 		return p.render(c, http.StatusTooManyRequests, "login.html", d)
-	}
-	if !known {
-		s.recent.failures(key, since, now, true)
-		s.logins.WithLabelValues("failed").Inc()
+	case res == passwordBad:
 		return bad()
 	}
-	if !ok || u.Disabled {
-		s.recent.failures(key, since, now, true)
-		s.bg.Add(1)
-		go func() {
-			defer s.bg.Done()
-			bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			defer cancel()
-			if err := s.cfg.Accounts.RecordLoginFailure(bg, u.ID, now); err != nil {
-				s.log.Error("login: record failure", "user", u.ID, "err", err)
-			}
-		}()
-		s.auditAfter(c, u.ID, "user.login_failed", u.ID)
-		s.logins.WithLabelValues("failed").Inc()
-		return bad()
-	}
-	if n > 0 {
-		s.recent.clear(key)
-		_ = s.cfg.Accounts.ClearLoginFailures(ctx, u.ID)
-	}
-	if needsRehash(u.PasswordHash, s.cfg.Argon2) {
-		if h, err := hashPassword(s.cfg.Argon2, password); err == nil {
-			if err := s.cfg.Accounts.SetPasswordHash(ctx, u.ID, h); err != nil {
-				s.log.Warn("login: rehash not stored", "user", u.ID, "err", err)
-			} else {
-				s.audit(c, u.ID, "user.password_rehashed", u.ID, nil)
-			}
-		}
-	}
+	ctx := c.Request().Context()
 	if need, err := s.mfaRequired(ctx, u.ID); err != nil {
 		return fmt.Errorf("login: %w", err)
 	} else if need {
 		// Server.startMFALogin, answered with the second-factor page.
-		tok, hash, err := newToken()
+		tok, err := s.newMFAToken(ctx, u)
 		if err != nil {
 			return err
-		}
-		if err := s.cfg.Accounts.CreateToken(ctx, store.Token{Hash: hash, UserID: u.ID, Purpose: purposeMFALogin, ExpiresAt: time.Now().Add(mfaLoginTTL)}); err != nil {
-			return fmt.Errorf("login: mfa token: %w", err)
 		}
 		return p.render(c, http.StatusOK, "login_mfa.html", &pageData{Title: "Two-step verification", MFAToken: tok})
 	}
@@ -724,25 +663,9 @@ func (p *pages) loginMFA(c echo.Context) error {
 		}
 		return err
 	}
-	fail := func() error {
-		s.auditAfter(c, id, "user.mfa_failed", id)
+	if !s.checkSecondFactor(c, id, f.Get("code"), f.Get("recovery_code")) {
 		return p.render(c, http.StatusUnauthorized, "login.html", &pageData{Title: "Sign in", Step: "identify",
 			Error: &formError{Field: "email", Message: "The code is not valid. Sign in again."}})
-	}
-	if rc := f.Get("recovery_code"); rc != "" {
-		if err := s.cfg.MFA.UseRecoveryCode(ctx, id, sha256.Sum256([]byte(strings.ToLower(strings.TrimSpace(rc))))); err != nil {
-			return fail()
-		}
-		s.audit(c, id, "user.recovery_code_used", id, nil)
-	} else {
-		t, err := s.cfg.MFA.TOTP(ctx, id)
-		if err != nil {
-			return fail()
-		}
-		step, ok := checkTOTP(t.Secret, strings.TrimSpace(f.Get("code")), time.Now())
-		if !ok || s.cfg.MFA.UseTOTPStep(ctx, id, step) != nil {
-			return fail()
-		}
 	}
 	u, err := s.cfg.Accounts.UserByID(ctx, id)
 	if err != nil {
@@ -751,29 +674,12 @@ func (p *pages) loginMFA(c echo.Context) error {
 	return p.openSession(c, u)
 }
 
-// openSession is Server.startSession, answered with a redirect to the
-// account page.
+// openSession logs the user in (Server.openSession) and answers with a
+// redirect to the account page.
 func (p *pages) openSession(c echo.Context, u store.User) error {
-	s := p.s
-	sid, err := session.NewID()
-	if err != nil {
+	if _, _, err := p.s.openSession(c, u); err != nil {
 		return err
 	}
-	now := time.Now().UTC()
-	sess := session.Session{ID: sid, UserID: u.ID, Home: s.cfg.Name, CreatedAt: now, ExpiresAt: now.Add(s.cfg.SessionTTL)}
-	if err := s.cfg.Sessions.Put(c.Request().Context(), sess); err != nil {
-		return fmt.Errorf("login: store session: %w", err)
-	}
-	token, err := s.issuer.Issue(session.Claims{Subject: u.ID, Home: s.cfg.Name, SessionID: sid, IssuedAt: now, Expiry: sess.ExpiresAt})
-	if err != nil {
-		return fmt.Errorf("login: issue session token: %w", err)
-	}
-	s.logins.WithLabelValues("ok").Inc()
-	s.auditAfter(c, u.ID, "user.login", u.ID)
-	c.SetCookie(&http.Cookie{
-		Name: SessionCookie, Value: token, Path: "/", Expires: sess.ExpiresAt,
-		HttpOnly: true, Secure: secure(c), SameSite: http.SameSiteLaxMode,
-	})
 	return redirect(c, "/ui/account")
 }
 
@@ -880,20 +786,9 @@ func (p *pages) confirmReset(c echo.Context) error {
 		}
 		return err
 	}
-	hash, err := hashPassword(s.cfg.Argon2, password)
-	if err != nil {
+	if err := s.resetPassword(c, id, password); err != nil {
 		return err
 	}
-	ctx := c.Request().Context()
-	if err := s.cfg.Accounts.SetPasswordHash(ctx, id, hash); err != nil {
-		return fmt.Errorf("reset: %w", err)
-	}
-	_ = s.cfg.Accounts.DeleteTokens(ctx, id, purposeReset)
-	_ = s.cfg.Accounts.ClearLoginFailures(ctx, id)
-	if u, err := s.cfg.Accounts.UserByID(ctx, id); err == nil {
-		s.recent.clear(s.cfg.Hasher.EmailKey(u.Email))
-	}
-	s.audit(c, id, "user.password_reset", id, nil)
 	return p.render(c, http.StatusOK, "message.html", &pageData{Title: "Password changed",
 		Message: "Your password has been changed. Sign in with the new one.", Links: []pageLink{{"/ui/login", "Sign in"}}})
 }

@@ -372,82 +372,16 @@ func (s *Server) login(c echo.Context) error {
 		s.logins.WithLabelValues("misrouted").Inc()
 		return err
 	}
-	ctx := c.Request().Context()
-	now := time.Now().UTC()
-	since := now.Add(-LockoutWindow)
-	key := s.cfg.Hasher.EmailKey(email)
-	u, err := s.cfg.Users.UserByEmail(ctx, email)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("login: read user: %w", err)
-	}
-	// Failed logins are counted per identifier here (at once, for the
-	// next attempt) and per account in the database (for the region's
-	// other nodes and restarts). An unknown address goes through the same
-	// steps, reads and answers, so neither the answer, its timing nor the
-	// lockout tells whether an account exists.
-	known := err == nil
-	subject := "unknown:" + key.String()
-	if known {
-		subject = u.ID
-	}
-	n, err := s.cfg.Accounts.CountLoginFailures(ctx, subject, since)
-	if err != nil {
-		return fmt.Errorf("login: %w", err)
-	}
-	n = max(n, s.recent.failures(key, since, now, false))
-	hash := s.dummyHash
-	if known {
-		hash = u.PasswordHash
-	}
-	ok, err := verifyPassword(hash, in.Password)
-	if err != nil {
-		return fmt.Errorf("login: user %s: %w", u.ID, err)
-	}
-	if n >= LockoutFailures {
-		s.logins.WithLabelValues("locked").Inc()
-		if known {
-			s.audit(c, u.ID, "user.login_locked", u.ID, nil)
-		}
+	u, res, err := s.checkPassword(c, email, in.Password)
+	switch {
+	case err != nil:
+		return err
+	case res == passwordLocked:
 		return errLocked()
-	}
-	if !known {
-		s.recent.failures(key, since, now, true)
-		s.logins.WithLabelValues("failed").Inc()
+	case res == passwordBad:
 		return errBadLogin()
 	}
-	if !ok || u.Disabled {
-		s.recent.failures(key, since, now, true)
-		// Stored after answering: the writes would otherwise make a
-		// failure for an existing account measurably slower than one for
-		// an unknown address.
-		s.bg.Add(1)
-		go func() {
-			defer s.bg.Done()
-			bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			defer cancel()
-			if err := s.cfg.Accounts.RecordLoginFailure(bg, u.ID, now); err != nil {
-				s.log.Error("login: record failure", "user", u.ID, "err", err)
-			}
-		}()
-		s.auditAfter(c, u.ID, "user.login_failed", u.ID)
-		s.logins.WithLabelValues("failed").Inc()
-		return errBadLogin()
-	}
-	if n > 0 {
-		s.recent.clear(key)
-		_ = s.cfg.Accounts.ClearLoginFailures(ctx, u.ID)
-	}
-	if needsRehash(u.PasswordHash, s.cfg.Argon2) {
-		// The parameters rose since this hash was made: upgrade it now,
-		// while the password is at hand.
-		if h, err := hashPassword(s.cfg.Argon2, in.Password); err == nil {
-			if err := s.cfg.Accounts.SetPasswordHash(ctx, u.ID, h); err != nil {
-				s.log.Warn("login: rehash not stored", "user", u.ID, "err", err)
-			} else {
-				s.audit(c, u.ID, "user.password_rehashed", u.ID, nil)
-			}
-		}
-	}
+	ctx := c.Request().Context()
 	if need, err := s.mfaRequired(ctx, u.ID); err != nil {
 		return fmt.Errorf("login: %w", err)
 	} else if need {

@@ -1,0 +1,190 @@
+package region
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/domicile/domicile/region/store"
+	"github.com/domicile/domicile/session"
+)
+
+// The steps of signing in, shared by the JSON API and the hosted pages,
+// which differ only in how they answer.
+
+// passwordResult is the outcome of checkPassword.
+type passwordResult int
+
+const (
+	passwordOK     passwordResult = iota
+	passwordBad                   // wrong password, unknown address or disabled account: one answer
+	passwordLocked                // too many recent failures
+)
+
+// checkPassword checks the password of a normalised email the request was
+// routed by. Failed logins are counted per identifier here (at once, for
+// the next attempt) and per account in the database (for the region's
+// other nodes and restarts). An unknown address goes through the same
+// steps, reads and answers, so neither the answer, its timing nor the
+// lockout tells whether an account exists. On success it clears the
+// failures and upgrades the hash if the parameters rose.
+func (s *Server) checkPassword(c echo.Context, email, password string) (store.User, passwordResult, error) {
+	ctx := c.Request().Context()
+	now := time.Now().UTC()
+	since := now.Add(-LockoutWindow)
+	key := s.cfg.Hasher.EmailKey(email)
+	u, err := s.cfg.Users.UserByEmail(ctx, email)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return u, 0, fmt.Errorf("login: read user: %w", err)
+	}
+	known := err == nil
+	subject := "unknown:" + key.String()
+	if known {
+		subject = u.ID
+	}
+	n, err := s.cfg.Accounts.CountLoginFailures(ctx, subject, since)
+	if err != nil {
+		return u, 0, fmt.Errorf("login: %w", err)
+	}
+	n = max(n, s.recent.failures(key, since, now, false))
+	hash := s.dummyHash
+	if known {
+		hash = u.PasswordHash
+	}
+	ok, err := verifyPassword(hash, password)
+	if err != nil {
+		return u, 0, fmt.Errorf("login: user %s: %w", u.ID, err)
+	}
+	if n >= LockoutFailures {
+		s.logins.WithLabelValues("locked").Inc()
+		if known {
+			s.audit(c, u.ID, "user.login_locked", u.ID, nil)
+		}
+		return u, passwordLocked, nil
+	}
+	if !known {
+		s.recent.failures(key, since, now, true)
+		s.logins.WithLabelValues("failed").Inc()
+		return u, passwordBad, nil
+	}
+	if !ok || u.Disabled {
+		s.recent.failures(key, since, now, true)
+		// Stored after answering: the writes would otherwise make a
+		// failure for an existing account measurably slower than one for
+		// an unknown address.
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			if err := s.cfg.Accounts.RecordLoginFailure(bg, u.ID, now); err != nil {
+				s.log.Error("login: record failure", "user", u.ID, "err", err)
+			}
+		}()
+		s.auditAfter(c, u.ID, "user.login_failed", u.ID)
+		s.logins.WithLabelValues("failed").Inc()
+		return u, passwordBad, nil
+	}
+	if n > 0 {
+		s.recent.clear(key)
+		_ = s.cfg.Accounts.ClearLoginFailures(ctx, u.ID)
+	}
+	if needsRehash(u.PasswordHash, s.cfg.Argon2) {
+		// The parameters rose since this hash was made: upgrade it now,
+		// while the password is at hand.
+		if h, err := hashPassword(s.cfg.Argon2, password); err == nil {
+			if err := s.cfg.Accounts.SetPasswordHash(ctx, u.ID, h); err != nil {
+				s.log.Warn("login: rehash not stored", "user", u.ID, "err", err)
+			} else {
+				s.audit(c, u.ID, "user.password_rehashed", u.ID, nil)
+			}
+		}
+	}
+	return u, passwordOK, nil
+}
+
+// newMFAToken is the short-lived single-use token of the second step,
+// given for a correct password of a user with a second factor.
+func (s *Server) newMFAToken(ctx context.Context, u store.User) (string, error) {
+	tok, hash, err := newToken()
+	if err != nil {
+		return "", err
+	}
+	if err := s.cfg.Accounts.CreateToken(ctx, store.Token{Hash: hash, UserID: u.ID, Purpose: purposeMFALogin, ExpiresAt: time.Now().Add(mfaLoginTTL)}); err != nil {
+		return "", fmt.Errorf("login: mfa token: %w", err)
+	}
+	return tok, nil
+}
+
+// checkSecondFactor checks a recovery code (if given) or a TOTP code for
+// the user of a redeemed mfa token; a code is accepted once. A failure is
+// audited.
+func (s *Server) checkSecondFactor(c echo.Context, id, code, recoveryCode string) bool {
+	ctx := c.Request().Context()
+	ok := false
+	if recoveryCode != "" {
+		if s.cfg.MFA.UseRecoveryCode(ctx, id, sha256.Sum256([]byte(strings.ToLower(strings.TrimSpace(recoveryCode))))) == nil {
+			s.audit(c, id, "user.recovery_code_used", id, nil)
+			ok = true
+		}
+	} else if t, err := s.cfg.MFA.TOTP(ctx, id); err == nil {
+		step, valid := checkTOTP(t.Secret, strings.TrimSpace(code), time.Now())
+		ok = valid && s.cfg.MFA.UseTOTPStep(ctx, id, step) == nil
+	}
+	if !ok {
+		s.auditAfter(c, id, "user.mfa_failed", id)
+	}
+	return ok
+}
+
+// openSession logs the user in: a session in the store and a signed
+// session token, set as the session cookie and returned.
+func (s *Server) openSession(c echo.Context, u store.User) (string, session.Session, error) {
+	sid, err := session.NewID()
+	if err != nil {
+		return "", session.Session{}, err
+	}
+	now := time.Now().UTC()
+	sess := session.Session{ID: sid, UserID: u.ID, Home: s.cfg.Name, CreatedAt: now, ExpiresAt: now.Add(s.cfg.SessionTTL)}
+	if err := s.cfg.Sessions.Put(c.Request().Context(), sess); err != nil {
+		return "", sess, fmt.Errorf("login: store session: %w", err)
+	}
+	token, err := s.issuer.Issue(session.Claims{Subject: u.ID, Home: s.cfg.Name, SessionID: sid, IssuedAt: now, Expiry: sess.ExpiresAt})
+	if err != nil {
+		return "", sess, fmt.Errorf("login: issue session token: %w", err)
+	}
+	s.logins.WithLabelValues("ok").Inc()
+	s.auditAfter(c, u.ID, "user.login", u.ID)
+	c.SetCookie(&http.Cookie{
+		Name: SessionCookie, Value: token, Path: "/", Expires: sess.ExpiresAt,
+		HttpOnly: true, Secure: secure(c), SameSite: http.SameSiteLaxMode,
+	})
+	return token, sess, nil
+}
+
+// resetPassword sets a new password (already checked against the policy)
+// for the user of a redeemed reset token: other outstanding reset links die
+// with this one, and a lockout ends.
+func (s *Server) resetPassword(c echo.Context, id, password string) error {
+	hash, err := hashPassword(s.cfg.Argon2, password)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	if err := s.cfg.Accounts.SetPasswordHash(ctx, id, hash); err != nil {
+		return fmt.Errorf("reset: %w", err)
+	}
+	_ = s.cfg.Accounts.DeleteTokens(ctx, id, purposeReset)
+	_ = s.cfg.Accounts.ClearLoginFailures(ctx, id)
+	if u, err := s.cfg.Accounts.UserByID(ctx, id); err == nil {
+		s.recent.clear(s.cfg.Hasher.EmailKey(u.Email))
+	}
+	s.audit(c, id, "user.password_reset", id, nil)
+	return nil
+}
