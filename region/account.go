@@ -201,19 +201,9 @@ func (s *Server) requestReset(c echo.Context) error {
 	if err := s.routedBy(c, s.cfg.Hasher.EmailKey(email)); err != nil {
 		return err
 	}
-	ctx := c.Request().Context()
-	u, err := s.cfg.Users.UserByEmail(ctx, email)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return resetRequested(c)
-	case err != nil:
-		return fmt.Errorf("reset: read user: %w", err)
+	if err := s.mailResetLink(c, email); err != nil {
+		return err
 	}
-	if err := s.sendToken(ctx, u, purposeReset, resetTTL, "/ui/password/reset/confirm",
-		"Reset your password", "Someone asked to reset the password of your account. If it was you, open this link within 30 minutes:\n\n%s\n\nIf it was not you, ignore this message."); err != nil {
-		return fmt.Errorf("reset: %w", err)
-	}
-	s.audit(c, u.ID, "user.password_reset_requested", u.ID, nil)
 	return resetRequested(c)
 }
 

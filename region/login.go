@@ -3,6 +3,7 @@ package region
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base32"
 	"errors"
 	"fmt"
 	"net/http"
@@ -10,7 +11,10 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/pquerna/otp"
+	"github.com/pquerna/otp/totp"
 
+	"github.com/domicile/domicile/homeindex"
 	"github.com/domicile/domicile/region/store"
 	"github.com/domicile/domicile/session"
 )
@@ -186,5 +190,100 @@ func (s *Server) resetPassword(c echo.Context, id, password string) error {
 		s.recent.clear(s.cfg.Hasher.EmailKey(u.Email))
 	}
 	s.audit(c, id, "user.password_reset", id, nil)
+	return nil
+}
+
+// Sign-up failures the caller answers in its own way.
+var (
+	errAccountExists    = errors.New("an account with this email address already exists")
+	errIndexUnavailable = errors.New("the home index is unavailable")
+)
+
+// createAccount creates the account of a checked, normalised email (key is
+// its index key) with a policy-checked password: the identifier is claimed
+// in the home index first (it is what makes an email unique across
+// regions), the row is written only if the claim succeeds, and the claim
+// is given back if the write fails, so a retry can succeed. Then the
+// verification link is mailed. Conflicts wrap errAccountExists, an index
+// that cannot be reached errIndexUnavailable.
+func (s *Server) createAccount(c echo.Context, email, name, password string, key homeindex.Key) (store.User, error) {
+	hash, err := hashPassword(s.cfg.Argon2, password)
+	if err != nil {
+		return store.User{}, fmt.Errorf("hash password: %w", err)
+	}
+	id, err := newUserID(s.cfg.Name)
+	if err != nil {
+		return store.User{}, err
+	}
+	ctx := c.Request().Context()
+	keys := []homeindex.Key{key}
+	rule := homeRule(c.Request().Header.Get(homeindex.HeaderHomeRule))
+	if err := s.cfg.Index.ClaimByRule(ctx, keys, s.cfg.Name, id, rule); err != nil {
+		if errors.Is(err, homeindex.ErrConflict) {
+			s.signups.WithLabelValues("conflict").Inc()
+			return store.User{}, errAccountExists
+		}
+		s.signups.WithLabelValues("index_unavailable").Inc()
+		s.log.Error("sign-up: claim failed", "key", key.String(), "err", err)
+		return store.User{}, fmt.Errorf("%w: %v", errIndexUnavailable, err)
+	}
+	u := store.User{ID: id, Email: email, Name: strings.TrimSpace(name), PasswordHash: hash, CreatedAt: time.Now().UTC()}
+	if err := s.cfg.Users.CreateUser(ctx, u); err != nil {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if rerr := s.cfg.Index.Release(rctx, keys, id); rerr != nil {
+			s.log.Error("sign-up: release after failed write", "key", key.String(), "err", rerr)
+		}
+		if errors.Is(err, store.ErrDuplicate) {
+			s.signups.WithLabelValues("conflict").Inc()
+			return store.User{}, errAccountExists
+		}
+		s.signups.WithLabelValues("error").Inc()
+		return store.User{}, fmt.Errorf("sign-up: create user: %w", err)
+	}
+	s.signups.WithLabelValues("created").Inc()
+	s.log.Info("user created", "user", id)
+	s.audit(c, id, "user.created", id, map[string]string{"rule": rule})
+	if err := s.sendToken(ctx, u, purposeVerify, verifyTTL, "/ui/verify-email", "Confirm your email address",
+		"Welcome. Confirm your email address by opening this link within 24 hours:\n\n%s\n"); err != nil {
+		s.log.Error("sign-up: verification mail", "user", id, "err", err)
+	}
+	return u, nil
+}
+
+// beginTOTP starts a TOTP enrolment for u: a new secret, stored sealed and
+// unconfirmed. The key is shown to the user once.
+func (s *Server) beginTOTP(c echo.Context, u store.User) (*otp.Key, error) {
+	key, err := totp.Generate(totp.GenerateOpts{Issuer: "Domicile", AccountName: u.Email, Period: totpPeriod, SecretSize: 20, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
+	if err != nil {
+		return nil, fmt.Errorf("totp: %w", err)
+	}
+	secret, err := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(key.Secret())
+	if err != nil {
+		return nil, fmt.Errorf("totp: %w", err)
+	}
+	if err := s.cfg.MFA.SetTOTP(c.Request().Context(), u.ID, secret); err != nil {
+		return nil, fmt.Errorf("totp: %w", err)
+	}
+	s.audit(c, u.ID, "user.totp_enrolment_started", u.ID, nil)
+	return key, nil
+}
+
+// mailResetLink mails a password reset link if the normalised email has an
+// account; the caller answers the same either way.
+func (s *Server) mailResetLink(c echo.Context, email string) error {
+	ctx := c.Request().Context()
+	u, err := s.cfg.Users.UserByEmail(ctx, email)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("reset: read user: %w", err)
+	}
+	if err := s.sendToken(ctx, u, purposeReset, resetTTL, "/ui/password/reset/confirm",
+		"Reset your password", "Someone asked to reset the password of your account. If it was you, open this link within 30 minutes:\n\n%s\n\nIf it was not you, ignore this message."); err != nil {
+		return fmt.Errorf("reset: %w", err)
+	}
+	s.audit(c, u.ID, "user.password_reset_requested", u.ID, nil)
 	return nil
 }

@@ -69,19 +69,10 @@ func (s *Server) enrolTOTP(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx := c.Request().Context()
-	key, err := totp.Generate(totp.GenerateOpts{Issuer: "Domicile", AccountName: u.Email, Period: totpPeriod, SecretSize: 20, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
+	key, err := s.beginTOTP(c, u)
 	if err != nil {
-		return fmt.Errorf("totp: %w", err)
+		return err
 	}
-	secret, err := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(key.Secret())
-	if err != nil {
-		return fmt.Errorf("totp: %w", err)
-	}
-	if err := s.cfg.MFA.SetTOTP(ctx, u.ID, secret); err != nil {
-		return fmt.Errorf("totp: %w", err)
-	}
-	s.audit(c, u.ID, "user.totp_enrolment_started", u.ID, nil)
 	c.Response().Header().Set("Cache-Control", "no-store")
 	return c.JSON(http.StatusOK, map[string]string{"secret": key.Secret(), "otpauth_url": key.URL()})
 }

@@ -11,12 +11,10 @@ package region
 
 import (
 	"bytes"
-	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"embed"
-	"encoding/base32"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -523,47 +521,15 @@ func (p *pages) signup(c echo.Context) error {
 		s.signups.WithLabelValues("bad_request").Inc()
 		return fail(http.StatusBadRequest, "name", fmt.Sprintf("name: at most %d characters", MaxNameLen))
 	}
-	hash, err := hashPassword(s.cfg.Argon2, password)
-	if err != nil {
-		return fmt.Errorf("hash password: %w", err)
-	}
-	id, err := newUserID(s.cfg.Name)
-	if err != nil {
-		return err
-	}
-	ctx := c.Request().Context()
-	keys := []homeindex.Key{key}
-	rule := homeRule(c.Request().Header.Get(homeindex.HeaderHomeRule))
-	if err := s.cfg.Index.ClaimByRule(ctx, keys, s.cfg.Name, id, rule); err != nil {
-		if errors.Is(err, homeindex.ErrConflict) {
-			s.signups.WithLabelValues("conflict").Inc()
-			return fail(http.StatusConflict, "email", "an account with this email address already exists; sign in or reset your password")
-		}
-		s.signups.WithLabelValues("index_unavailable").Inc()
-		s.log.Error("sign-up: claim failed", "key", keys[0].String(), "err", err)
+	_, err = s.createAccount(c, email, name, password, key)
+	switch {
+	case errors.Is(err, errAccountExists):
+		return fail(http.StatusConflict, "email", "an account with this email address already exists; sign in or reset your password")
+	case errors.Is(err, errIndexUnavailable):
 		c.Response().Header().Set("Retry-After", "1")
 		return fail(http.StatusServiceUnavailable, "email", "the service is busy; try again in a moment")
-	}
-	u := store.User{ID: id, Email: email, Name: strings.TrimSpace(name), PasswordHash: hash, CreatedAt: time.Now().UTC()}
-	if err := s.cfg.Users.CreateUser(ctx, u); err != nil {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if rerr := s.cfg.Index.Release(rctx, keys, id); rerr != nil {
-			s.log.Error("sign-up: release after failed write", "key", keys[0].String(), "err", rerr)
-		}
-		if errors.Is(err, store.ErrDuplicate) {
-			s.signups.WithLabelValues("conflict").Inc()
-			return fail(http.StatusConflict, "email", "an account with this email address already exists; sign in or reset your password")
-		}
-		s.signups.WithLabelValues("error").Inc()
-		return fmt.Errorf("sign-up: create user: %w", err)
-	}
-	s.signups.WithLabelValues("created").Inc()
-	s.log.Info("user created", "user", id)
-	s.audit(c, id, "user.created", id, map[string]string{"rule": rule})
-	if err := s.sendToken(ctx, u, purposeVerify, verifyTTL, "/ui/verify-email", "Confirm your email address",
-		"Welcome. Confirm your email address by opening this link within 24 hours:\n\n%s\n"); err != nil {
-		s.log.Error("sign-up: verification mail", "user", id, "err", err)
+	case err != nil:
+		return err
 	}
 	return p.render(c, http.StatusOK, "message.html", &pageData{
 		Title:   "Check your email",
@@ -733,22 +699,12 @@ func (p *pages) requestReset(c echo.Context) error {
 	if err := s.routedBy(c, s.cfg.Hasher.EmailKey(email)); err != nil {
 		return err
 	}
-	ctx := c.Request().Context()
 	sent := &pageData{Title: "Check your email",
 		Message: "If " + email + " has an account, we have sent it a link to reset the password. The link is valid for 30 minutes.",
 		Links:   []pageLink{{"/ui/login", "Back to sign in"}}}
-	u, err := s.cfg.Users.UserByEmail(ctx, email)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return p.render(c, http.StatusOK, "message.html", sent)
-	case err != nil:
-		return fmt.Errorf("reset: read user: %w", err)
+	if err := s.mailResetLink(c, email); err != nil {
+		return err
 	}
-	if err := s.sendToken(ctx, u, purposeReset, resetTTL, "/ui/password/reset/confirm",
-		"Reset your password", "Someone asked to reset the password of your account. If it was you, open this link within 30 minutes:\n\n%s\n\nIf it was not you, ignore this message."); err != nil {
-		return fmt.Errorf("reset: %w", err)
-	}
-	s.audit(c, u.ID, "user.password_reset_requested", u.ID, nil)
 	return p.render(c, http.StatusOK, "message.html", sent)
 }
 
@@ -943,18 +899,10 @@ func (p *pages) enrolTOTP(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("totp: %w", err)
 	}
-	key, err := totp.Generate(totp.GenerateOpts{Issuer: "Domicile", AccountName: u.Email, Period: totpPeriod, SecretSize: 20, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
+	key, err := s.beginTOTP(c, u)
 	if err != nil {
-		return fmt.Errorf("totp: %w", err)
+		return err
 	}
-	secret, err := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(key.Secret())
-	if err != nil {
-		return fmt.Errorf("totp: %w", err)
-	}
-	if err := s.cfg.MFA.SetTOTP(ctx, u.ID, secret); err != nil {
-		return fmt.Errorf("totp: %w", err)
-	}
-	s.audit(c, u.ID, "user.totp_enrolment_started", u.ID, nil)
 	v, err := totpView(key)
 	if err != nil {
 		return fmt.Errorf("totp: %w", err)

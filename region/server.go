@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -303,53 +302,18 @@ func (s *Server) signup(c echo.Context) error {
 		s.signups.WithLabelValues("bad_request").Inc()
 		return problem.New(http.StatusBadRequest, fmt.Sprintf("name: at most %d characters", MaxNameLen))
 	}
-	hash, err := hashPassword(s.cfg.Argon2, in.Password)
-	if err != nil {
-		return fmt.Errorf("hash password: %w", err)
-	}
-	id, err := newUserID(s.cfg.Name)
-	if err != nil {
-		return err
-	}
-	ctx := c.Request().Context()
-	keys := []homeindex.Key{key}
-
-	// Claim first: the index is what makes an email unique across regions.
-	// The row is written only if the claim succeeds.
-	if err := s.cfg.Index.ClaimByRule(ctx, keys, s.cfg.Name, id, homeRule(c.Request().Header.Get(homeindex.HeaderHomeRule))); err != nil {
-		if errors.Is(err, homeindex.ErrConflict) {
-			s.signups.WithLabelValues("conflict").Inc()
-			return problem.New(http.StatusConflict, "an account with this email address already exists")
-		}
-		s.signups.WithLabelValues("index_unavailable").Inc()
-		s.log.Error("sign-up: claim failed", "key", keys[0].String(), "err", err)
+	u, err := s.createAccount(c, email, in.Name, in.Password, key)
+	switch {
+	case errors.Is(err, errAccountExists):
+		return problem.New(http.StatusConflict, "an account with this email address already exists")
+	case errors.Is(err, errIndexUnavailable):
 		p := problem.New(http.StatusServiceUnavailable, "the home index is unavailable; try again")
 		p.RetryAfter = 1
 		return p
+	case err != nil:
+		return err
 	}
-	u := store.User{ID: id, Email: email, Name: strings.TrimSpace(in.Name), PasswordHash: hash, CreatedAt: time.Now().UTC()}
-	if err := s.cfg.Users.CreateUser(ctx, u); err != nil {
-		// Give the identifier back so a retry can succeed.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if rerr := s.cfg.Index.Release(rctx, keys, id); rerr != nil {
-			s.log.Error("sign-up: release after failed write", "key", keys[0].String(), "err", rerr)
-		}
-		if errors.Is(err, store.ErrDuplicate) {
-			s.signups.WithLabelValues("conflict").Inc()
-			return problem.New(http.StatusConflict, "an account with this email address already exists")
-		}
-		s.signups.WithLabelValues("error").Inc()
-		return fmt.Errorf("sign-up: create user: %w", err)
-	}
-	s.signups.WithLabelValues("created").Inc()
-	s.log.Info("user created", "user", id)
-	s.audit(c, id, "user.created", id, map[string]string{"rule": homeRule(c.Request().Header.Get(homeindex.HeaderHomeRule))})
-	if err := s.sendToken(ctx, u, purposeVerify, verifyTTL, "/ui/verify-email", "Confirm your email address",
-		"Welcome. Confirm your email address by opening this link within 24 hours:\n\n%s\n"); err != nil {
-		s.log.Error("sign-up: verification mail", "user", id, "err", err)
-	}
-	return c.JSON(http.StatusCreated, map[string]string{"id": id, "home": s.cfg.Name})
+	return c.JSON(http.StatusCreated, map[string]string{"id": u.ID, "home": s.cfg.Name})
 }
 
 // errBadLogin is the one answer for an unknown email and a wrong password.

@@ -380,16 +380,7 @@ func (rt *Router) clientAddr(ctx *fasthttp.RequestCtx, p netip.Addr) netip.Addr 
 // and every Domicile- header from h. It reports false if a header name is
 // not a valid token (RFC 9110 5.1), which the request is refused for.
 func stripRequest(h *fasthttp.RequestHeader) bool {
-	if c := h.Peek("Connection"); len(c) > 0 {
-		for f := range bytes.SplitSeq(c, []byte(",")) {
-			if f = bytes.TrimSpace(f); len(f) > 0 && !bytes.EqualFold(f, []byte("keep-alive")) && !bytes.EqualFold(f, []byte("close")) {
-				h.DelBytes(f)
-			}
-		}
-	}
-	for _, k := range hopHeaders {
-		h.Del(k)
-	}
+	stripHop(h)
 	var own [][]byte
 	for k := range h.All() {
 		if !validToken(k) {
@@ -431,7 +422,19 @@ var tokenChars = func() (t [128]bool) {
 	return t
 }()
 
-func stripResponse(h *fasthttp.ResponseHeader) {
+// stripResponse removes the hop-by-hop headers and those named by
+// Connection from a response.
+func stripResponse(h *fasthttp.ResponseHeader) { stripHop(h) }
+
+// hopHeader is a request or response header.
+type hopHeader interface {
+	Peek(key string) []byte
+	Del(key string)
+	DelBytes(key []byte)
+}
+
+// stripHop removes the hop-by-hop headers and those named by Connection.
+func stripHop(h hopHeader) {
 	if c := h.Peek("Connection"); len(c) > 0 {
 		for f := range bytes.SplitSeq(c, []byte(",")) {
 			if f = bytes.TrimSpace(f); len(f) > 0 && !bytes.EqualFold(f, []byte("keep-alive")) && !bytes.EqualFold(f, []byte("close")) {
