@@ -416,7 +416,7 @@ func (s *Server) deleteAccount(c echo.Context) error {
 	}
 	_ = s.cfg.Sessions.Delete(ctx, sess.ID)
 	s.audit(c, u.ID, "user.deleted", u.ID, nil)
-	c.SetCookie(&http.Cookie{Name: SessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteLaxMode})
+	clearSessionCookie(c)
 	return c.NoContent(http.StatusNoContent)
 }
 
