@@ -162,7 +162,8 @@ func BenchmarkMemory10M(b *testing.B) {
 // same run: random loads from an array as large as the 10M-entry table,
 // independent from one iteration to the next as consecutive lookups are.
 // "one" loads one word per iteration; "two" loads two words in different
-// places, as a lookup reads its two candidate buckets.
+// places, as a lookup reads its two candidate buckets; "chain" is the
+// latency of one such load.
 func BenchmarkRandomLoad(b *testing.B) {
 	words := 300 << 20 / 8
 	a := make([]uint64, words)
@@ -179,6 +180,32 @@ func BenchmarkRandomLoad(b *testing.B) {
 			s += a[idx[i&(1<<20-1)]]
 		}
 		sink = s
+	})
+	// chain: each load's address is the previous load's value (a random
+	// cycle through every cache line of the array): the latency of one
+	// memory access that misses the caches and the TLB, which a lookup
+	// pays at least once.
+	b.Run("chain", func(b *testing.B) {
+		lines := uint32(words / 8)
+		next := make([]uint32, lines)
+		for i := range next {
+			next[i] = uint32(i)
+		}
+		// Sattolo's shuffle: one cycle through all the lines.
+		for i := lines - 1; i > 0; i-- {
+			j := uint32(mix64(uint64(i)) % uint64(i))
+			next[i], next[j] = next[j], next[i]
+		}
+		for i := range lines {
+			a[uint64(i)*8] = uint64(next[i]) * 8
+		}
+		next = nil
+		j := uint64(0)
+		b.ResetTimer()
+		for range b.N {
+			j = a[j]
+		}
+		sink = j
 	})
 	b.Run("two", func(b *testing.B) {
 		var s uint64

@@ -81,8 +81,8 @@ const (
 // the memory it takes, and grow in small steps at every size: one
 // contiguous array would be rounded to the allocator's size classes or to
 // whole 8 KiB pages, up to 25% more memory at some table sizes. The chunk
-// table of a body of up to inlineChunks chunks (tables of up to ~15M
-// entries) lives in the body itself, next to the fields a lookup reads.
+// table of a body of up to inlineChunks chunks lives in the body itself;
+// lookups read a copy of its first chunk pointers in the directory entry.
 const (
 	smallChunkShift = 4
 	largeChunkShift = 7
@@ -104,8 +104,6 @@ const (
 // stores and only inside the owning segment's odd seq window. count and
 // refs are accessed by the writer only (under Table.wmu).
 type body struct {
-	// The fields read by every lookup come first.
-	tab     unsafe.Pointer // &chunks[0]
 	nb      int
 	cmask   uint32                       // 1<<shift - 1
 	shift   uint8                        // chunk i holds buckets [i<<shift, (i+1)<<shift)
@@ -158,7 +156,6 @@ func newBody(want, stash int) *body {
 		c := slices.Grow([]bucket(nil), rest)
 		b.addChunk(c[:min(cap(c), 1<<b.shift)])
 	}
-	b.tab = unsafe.Pointer(&b.chunks[0])
 	b.nb = b.nbk - stash
 	b.noStash = stash == 0
 	b.maxCnt = b.slots() * maxLoadNum / 256
@@ -198,13 +195,6 @@ func (b *body) memBytes() int {
 // buckets returns the two candidate buckets of a key.
 func (b *body) buckets(lo, k1 uint64) (int, int) {
 	return fastrange(k1, b.nb), fastrange(lo<<segBits, b.nb)
-}
-
-// bucketAt returns bucket i (< nb) on behalf of a reader: it is
-// bucket without the bounds checks, for the lookup fast path.
-func (b *body) bucketAt(i uint) *bucket {
-	c := *(*unsafe.Pointer)(unsafe.Add(b.tab, (i>>(b.shift&63))*uint(unsafe.Sizeof(b.tab))))
-	return (*bucket)(unsafe.Add(c, (i&uint(b.cmask))*bucketBytes))
 }
 
 // word atomically loads the word at byte offset off from p, which must lie
@@ -466,7 +456,6 @@ func (b *body) clone() *body {
 		copy(d, unsafe.Slice((*bucket)(c), n))
 		nb.chunks[i] = unsafe.Pointer(&d[0])
 	}
-	nb.tab = unsafe.Pointer(&nb.chunks[0])
 	return &nb
 }
 

@@ -21,13 +21,20 @@
 // touches one small segment. Keys that no arrangement can hold (possible
 // only with adversarial keys) go to a small per-body stash.
 //
+// A directory entry also holds a copy of what a lookup needs of its body
+// (bucket count, chunk size, the chunk pointers), so that a lookup goes from
+// the directory entry straight to its two buckets: one dependent memory
+// access fewer than through the body.
+//
 // Readers take no locks: each segment has a sequence counter that the writer
-// makes odd while it modifies the segment's body in place; a reader loads
-// the counter, the body pointer and the words it needs (all with atomic
-// loads, so the race detector sees no race), and falls back to a slower
-// retrying path if the counter was odd or changed. Growth, shrinking and
-// copy-on-write build a new body and publish it with one atomic pointer
-// store; the old body is never modified again.
+// makes odd while it modifies the segment's body in place or publishes a new
+// body into the entry; a reader loads the counter, the entry's fields and
+// the words it needs (all with atomic loads, so the race detector sees no
+// race), checks the counter again before it follows a chunk pointer, and
+// falls back to a slower retrying path if the counter was odd or changed.
+// Growth, shrinking and copy-on-write build a new body and publish it; the
+// old body is never modified again, and stays alive (garbage collected) as
+// long as a reader holds a pointer into it.
 //
 // A View references the bodies current when it was taken and counts itself
 // in each of them; the writer never modifies a referenced body in place but
@@ -80,12 +87,55 @@ const (
 // being written before it starts yielding the processor between attempts.
 const spinsBeforeYield = 64
 
-// segment is one directory entry.
+// fastChunks is the number of chunk pointers a directory entry holds:
+// lookups in a body of more chunks (a table of more than ~25M entries) take
+// the slow path.
+const fastChunks = 13
+
+// segment is one directory entry: the segment's body and, for lookups, a
+// copy of what they need of it (its geometry and chunk pointers), so that a
+// lookup goes from the directory straight to the buckets. It is 128 bytes,
+// two cache lines that the processor fetches together, and the directory is
+// the Table's first field, so entries are aligned.
 type segment struct {
-	// seq is odd while the writer modifies body in place.
+	// seq is odd while the writer modifies the segment: its body in
+	// place, or the entry itself when it publishes a new body.
 	seq atomic.Uint64
+	// geom is the body's nb<<32 | shift<<8 | noStash (bit 0), or 0 if
+	// lookups must take the slow path (too many chunks).
+	geom atomic.Uint64
 	// body is the segment's current slot arrays; never nil.
 	body atomic.Pointer[body]
+	// chunks are body's first chunk pointers (atomic loads and stores).
+	chunks [fastChunks]unsafe.Pointer
+}
+
+// The directory entry must be exactly two cache lines.
+var (
+	_ [unsafe.Sizeof(segment{}) - 128]byte
+	_ [128 - unsafe.Sizeof(segment{})]byte
+)
+
+// publish makes b the segment's body (writer only).
+func (sg *segment) publish(b *body) {
+	var g uint64
+	if len(b.chunks) <= fastChunks {
+		g = uint64(b.nb)<<32 | uint64(b.shift)<<8
+		if b.noStash {
+			g |= 1
+		}
+	}
+	sg.seq.Add(1)
+	sg.geom.Store(g)
+	for i := range sg.chunks {
+		var c unsafe.Pointer
+		if i < len(b.chunks) {
+			c = b.chunks[i]
+		}
+		atomic.StorePointer(&sg.chunks[i], c)
+	}
+	sg.body.Store(b)
+	sg.seq.Add(1)
 }
 
 // Table is a hash table from Key to Value. Get and Len may be called
@@ -93,9 +143,9 @@ type segment struct {
 // Snapshot and View methods. Put and Delete must be serialised by the
 // caller.
 type Table struct {
-	segs  [numSegs]segment
-	count atomic.Int64 // number of entries
-	mem   atomic.Int64 // bytes of the current bodies' slabs
+	segs  [numSegs]segment // first, so that entries are aligned
+	count atomic.Int64     // number of entries
+	mem   atomic.Int64     // bytes of the current bodies' slabs
 
 	// wmu serialises the writer with Snapshot and View.Release, which
 	// may run on other goroutines, and guards every body's count and refs
@@ -118,7 +168,7 @@ func New(sizeHint int) *Table {
 			b = newBody(int(per*1.1)+bucketSlots, 0)
 			t.mem.Add(int64(b.memBytes()))
 		}
-		t.segs[i].body.Store(b)
+		t.segs[i].publish(b)
 	}
 	return t
 }
@@ -152,16 +202,28 @@ func (t *Table) Get(k Key) (Value, bool) {
 	k1 := binary.LittleEndian.Uint64(k[8:])
 	sg := &t.segs[k0>>segShift]
 	seq := sg.seq.Load()
-	b := sg.body.Load()
-	h1, _ := bits.Mul64(k1, uint64(b.nb))
-	h2, _ := bits.Mul64(k0<<segBits, uint64(b.nb))
-	pq := [2]*bucket{b.bucketAt(uint(h1)), b.bucketAt(uint(h2))}
-	v, st := probe(&pq, k0, k1, sg, seq, b.noStash)
+	g := sg.geom.Load()
+	nb, sh := g>>32, uint(g>>8)&63
+	h1, _ := bits.Mul64(k1, nb)
+	h2, _ := bits.Mul64(k0<<segBits, nb)
+	// h>>sh < fastChunks whenever g != 0.
+	c1 := atomic.LoadPointer((*unsafe.Pointer)(unsafe.Add(unsafe.Pointer(&sg.chunks), uintptr(h1>>sh)*ptrBytes)))
+	c2 := atomic.LoadPointer((*unsafe.Pointer)(unsafe.Add(unsafe.Pointer(&sg.chunks), uintptr(h2>>sh)*ptrBytes)))
+	// The entry's fields are consistent only if seq did not move; check
+	// before using the chunk pointers.
+	if sg.seq.Load() != seq || seq&1 != 0 || g == 0 {
+		return t.getSlow(k)
+	}
+	cm := uint64(1)<<sh - 1
+	pq := [2]*bucket{(*bucket)(unsafe.Add(c1, uintptr(h1&cm)*bucketBytes)), (*bucket)(unsafe.Add(c2, uintptr(h2&cm)*bucketBytes))}
+	v, st := probe(&pq, k0, k1, sg, seq, g&1 != 0)
 	if st != probeSlow {
 		return v, st == probeHit
 	}
 	return t.getSlow(k)
 }
+
+const ptrBytes = unsafe.Sizeof(unsafe.Pointer(nil))
 
 // Results of probe.
 const (
@@ -340,7 +402,7 @@ func (t *Table) Delete(k Key) bool {
 
 // replace publishes nb as the body of sg in place of old.
 func (t *Table) replace(sg *segment, old, nb *body) {
-	sg.body.Store(nb)
+	sg.publish(nb)
 	t.mem.Add(int64(nb.memBytes() - old.memBytes()))
 }
 

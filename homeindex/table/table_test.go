@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"unsafe"
 )
 
 // keyOf builds a key from its two halves as the table splits it: k0 is bytes
@@ -115,6 +116,35 @@ func checkView(t *testing.T, v *View, want map[Key]Value, release bool) {
 	}
 }
 
+// checkEntry verifies that a directory entry's copy of its body's geometry
+// and chunk pointers is the body's.
+func checkEntry(t *testing.T, sg *segment, b *body) {
+	t.Helper()
+	g := sg.geom.Load()
+	if len(b.chunks) > fastChunks {
+		if g != 0 {
+			t.Fatalf("body of %d chunks: geom = %#x, want 0 (slow path)", len(b.chunks), g)
+		}
+		return
+	}
+	want := uint64(b.nb)<<32 | uint64(b.shift)<<8
+	if b.noStash {
+		want |= 1
+	}
+	if g != want {
+		t.Fatalf("geom = %#x, want %#x", g, want)
+	}
+	for i := range fastChunks {
+		var c unsafe.Pointer
+		if i < len(b.chunks) {
+			c = b.chunks[i]
+		}
+		if sg.chunks[i] != c {
+			t.Fatalf("entry chunk %d = %p, want %p", i, sg.chunks[i], c)
+		}
+	}
+}
+
 // checkInvariants verifies the internal bookkeeping of a quiescent table.
 func checkInvariants(t *testing.T, h *Table) {
 	t.Helper()
@@ -127,6 +157,7 @@ func checkInvariants(t *testing.T, h *Table) {
 		if h.segs[seg].seq.Load()&1 != 0 {
 			t.Fatalf("segment %d: odd seq", seg)
 		}
+		checkEntry(t, &h.segs[seg], b)
 		n := 0
 		for i := range b.nbk {
 			c := b.bucket(i)
@@ -157,7 +188,7 @@ func checkInvariants(t *testing.T, h *Table) {
 			mem += b.memBytes()
 		}
 	}
-	if got := h.MemoryBytes() - len(h.segs)*16; got != mem {
+	if got := h.MemoryBytes() - int(unsafe.Sizeof(h.segs)); got != mem {
 		t.Fatalf("MemoryBytes() counts %d slab bytes, want %d", got, mem)
 	}
 }
@@ -230,7 +261,7 @@ func TestAgainstMap(t *testing.T) {
 			}
 			m.check()
 			// (A pre-sized segment that never held a key keeps its slots.)
-			if m.h.Len() != 0 || tc.sizeHint == 0 && m.h.MemoryBytes() != len(m.h.segs)*16 {
+			if m.h.Len() != 0 || tc.sizeHint == 0 && m.h.MemoryBytes() != int(unsafe.Sizeof(m.h.segs)) {
 				t.Fatalf("empty table: Len %d, MemoryBytes %d", m.h.Len(), m.h.MemoryBytes())
 			}
 			m.get(Key{})
@@ -535,6 +566,44 @@ func TestConcurrent(t *testing.T) {
 	checkInvariants(t, h)
 }
 
+// TestLargeSegment fills one segment past the chunk pointers a directory
+// entry holds, so that its lookups take the slow path, then empties it
+// again.
+func TestLargeSegment(t *testing.T) {
+	h := New(0)
+	const n = 8000
+	key := func(i int) Key {
+		k := benchKey(12, uint64(i))
+		k[7] = 0x05 // segment 0x05x: the top 12 bits of the first word
+		k[6] &= 0x0f
+		return k
+	}
+	for i := range n {
+		h.Put(key(i), benchValue(uint64(i)))
+	}
+	k0 := key(0)
+	seg := binary.LittleEndian.Uint64(k0[:8]) >> segShift
+	if b := h.segs[seg].body.Load(); len(b.chunks) <= fastChunks {
+		t.Fatalf("segment holds %d chunks; the test needs more than %d", len(b.chunks), fastChunks)
+	}
+	for i := range n {
+		if v, ok := h.Get(key(i)); !ok || v != benchValue(uint64(i)) {
+			t.Fatalf("Get(%d) = %+v, %v", i, v, ok)
+		}
+	}
+	if _, ok := h.Get(key(n)); ok {
+		t.Fatal("Get found a key never stored")
+	}
+	checkInvariants(t, h)
+	for i := range n {
+		h.Delete(key(i))
+	}
+	if h.Len() != 0 {
+		t.Fatalf("Len() = %d after deleting everything", h.Len())
+	}
+	checkInvariants(t, h)
+}
+
 func TestMemoryBytesAndSizeHint(t *testing.T) {
 	tests := []struct {
 		sizeHint, n int
@@ -558,7 +627,7 @@ func TestMemoryBytesAndSizeHint(t *testing.T) {
 			}
 			checkInvariants(t, h)
 			if tc.n > 0 {
-				per := float64(h.MemoryBytes()-len(h.segs)*16) / float64(tc.n)
+				per := float64(h.MemoryBytes()-int(unsafe.Sizeof(h.segs))) / float64(tc.n)
 				t.Logf("%.1f slab bytes per entry", per)
 			}
 		})
