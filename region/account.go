@@ -119,7 +119,12 @@ func (s *Server) audit(c echo.Context, actor, action, subject string, detail map
 // include a database commit. The entry is still written before the server
 // shuts down (Server.Wait).
 func (s *Server) auditAfter(c echo.Context, actor, action, subject string) {
-	e := store.AuditEvent{Actor: actor, Action: action, Subject: subject, IP: c.RealIP(), At: time.Now()}
+	s.auditAfterDetail(c, actor, action, subject, nil)
+}
+
+// auditAfterDetail is auditAfter with details.
+func (s *Server) auditAfterDetail(c echo.Context, actor, action, subject string, detail map[string]string) {
+	e := store.AuditEvent{Actor: actor, Action: action, Subject: subject, IP: c.RealIP(), At: time.Now(), Detail: detail}
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()

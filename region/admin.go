@@ -44,13 +44,16 @@ type adminUser struct {
 	EmailVerified bool              `json:"email_verified"`
 	Disabled      bool              `json:"disabled"`
 	MFA           bool              `json:"mfa"`
+	Passkeys      int               `json:"passkeys"`
 	Attributes    map[string]string `json:"attributes,omitempty"`
 	CreatedAt     time.Time         `json:"created_at"`
 }
 
 func (s *Server) adminView(c echo.Context, u store.User) adminUser {
 	mfa, _ := s.mfaRequired(c.Request().Context(), u.ID)
-	return adminUser{ID: u.ID, Email: u.Email, Name: u.Name, EmailVerified: u.EmailVerified, Disabled: u.Disabled, MFA: mfa, Attributes: u.Attributes, CreatedAt: u.CreatedAt}
+	pks, _ := s.cfg.Passkeys.Passkeys(c.Request().Context(), u.ID)
+	return adminUser{ID: u.ID, Email: u.Email, Name: u.Name, EmailVerified: u.EmailVerified, Disabled: u.Disabled, MFA: mfa, Passkeys: len(pks),
+		Attributes: u.Attributes, CreatedAt: u.CreatedAt}
 }
 
 // adminListUsers lists the region's users a page at a time (?after=<id>,
@@ -139,16 +142,22 @@ func (s *Server) adminDisable(c echo.Context) error {
 	return c.JSON(http.StatusOK, s.adminView(c, u))
 }
 
-// adminResetMFA removes a user's second factors (lost device).
+// adminResetMFA removes a user's second factors and passkeys (a lost or
+// stolen device): they sign in with their password again.
 func (s *Server) adminResetMFA(c echo.Context) error {
 	u, err := s.adminTarget(c)
 	if err != nil {
 		return err
 	}
-	if err := s.cfg.MFA.DeleteTOTP(c.Request().Context(), u.ID); err != nil {
+	ctx := c.Request().Context()
+	if err := s.cfg.MFA.DeleteTOTP(ctx, u.ID); err != nil {
 		return fmt.Errorf("admin: %w", err)
 	}
-	s.audit(c, "admin", "admin.mfa_reset", u.ID, nil)
+	n, err := s.cfg.Passkeys.DeletePasskeys(ctx, u.ID)
+	if err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	s.audit(c, "admin", "admin.mfa_reset", u.ID, map[string]string{"passkeys_removed": fmt.Sprint(n)})
 	return c.NoContent(http.StatusNoContent)
 }
 

@@ -52,7 +52,7 @@ func newBenchRegion(b *testing.B, dbCfg store.Config, sessions session.Store) *b
 	routeKey := []byte(strings.Repeat("r", 32))
 	hasher, _ := homeindex.NewHasher([]byte(strings.Repeat("k", 32)))
 	srv, err := New(Config{
-		Name: "eu-west", Users: db, Accounts: db, MFA: db, Consent: db, Admin: db, Audit: db, Sessions: sessions, Index: noIndex{}, Hasher: hasher,
+		Name: "eu-west", Users: db, Accounts: db, MFA: db, Consent: db, Admin: db, Audit: db, Passkeys: db, Sessions: sessions, Index: noIndex{}, Hasher: hasher,
 		RouteKey: routeKey, SessionKey: key, Mailer: mail.NewOutbox(0, nil), PublicURL: "http://id.example.com",
 	})
 	if err != nil {

@@ -216,7 +216,8 @@ func (s *Server) startSession(c echo.Context, u store.User, method string) error
 		"session_id":    sess.ID,
 		"user_id":       u.ID,
 		"home":          s.cfg.Name,
-		"mfa":           method == "mfa",
+		"mfa":           method == "mfa" || method == methodPasskeyUV,
+		"method":        method,
 		"expires_at":    sess.ExpiresAt.Format(time.RFC3339),
 	})
 }

@@ -42,7 +42,7 @@ import (
 	"github.com/domicile/domicile/session"
 )
 
-//go:embed templates/*.html templates/style.css
+//go:embed templates/*.html templates/style.css templates/passkey.js
 var pageFS embed.FS
 
 // CSRFCookie holds the per-browser secret of the hosted pages' CSRF
@@ -86,6 +86,17 @@ var pageCSS = func() []byte {
 	return b
 }()
 
+// pageJS is the one script of the pages: the passkey ceremonies, which
+// need navigator.credentials. It is served as a file, so the CSP allows no
+// inline script.
+var pageJS = func() []byte {
+	b, err := pageFS.ReadFile("templates/passkey.js")
+	if err != nil {
+		panic(err)
+	}
+	return b
+}()
+
 // describe is the aria-describedby value of a form field: its hint (if
 // any) and the error message when the error is about this field.
 func describe(d *pageData, field, hint string) string {
@@ -119,6 +130,7 @@ func (s *Server) registerPages(e *echo.Echo) {
 
 	g := e.Group("/ui", p.headers)
 	g.GET("/static/style.css", p.css)
+	g.GET("/static/passkey.js", p.js)
 
 	g.GET("/signup", p.page(p.signupForm))
 	g.POST("/signup", p.page(p.guard(false, p.signup)))
@@ -139,6 +151,15 @@ func (s *Server) registerPages(e *echo.Echo) {
 	g.POST("/account/mfa/totp/remove", p.page(p.guard(true, p.removeTOTP)))
 	g.POST("/account/delete", p.page(p.guard(true, p.deleteAccount)))
 	g.POST("/logout", p.page(p.guard(true, p.logout)))
+
+	// Passkeys: the begin steps answer JSON to the page's script; the
+	// finish steps are form posts answered with pages.
+	g.GET("/account/passkeys", p.page(p.passkeys))
+	g.POST("/account/passkeys/begin", p.page(p.guard(true, p.passkeyRegisterBegin)))
+	g.POST("/account/passkeys/add", p.page(p.guard(true, p.passkeyRegisterFinish)))
+	g.POST("/account/passkeys/remove", p.page(p.guard(true, p.passkeyRemove)))
+	g.POST("/login/passkey/begin", p.page(p.guard(false, p.passkeyLoginBegin)))
+	g.POST("/login/passkey", p.page(p.guard(false, p.passkeyLoginFinish)))
 }
 
 // headers sets the security headers of every hosted page. Pages are never
@@ -161,6 +182,11 @@ func (p *pages) headers(next echo.HandlerFunc) echo.HandlerFunc {
 func (p *pages) css(c echo.Context) error {
 	c.Response().Header().Set("Cache-Control", "public, max-age=3600")
 	return c.Blob(http.StatusOK, "text/css; charset=utf-8", pageCSS)
+}
+
+func (p *pages) js(c echo.Context) error {
+	c.Response().Header().Set("Cache-Control", "public, max-age=3600")
+	return c.Blob(http.StatusOK, "text/javascript; charset=utf-8", pageJS)
 }
 
 // formError is an error shown on a page; Field names the input it is
@@ -191,6 +217,9 @@ type pageData struct {
 	Account       *accountPage
 	TOTP          *totpPage
 	RecoveryCodes []string
+	Passkeys      *passkeysPage
+	// Script loads the passkey script (login and passkey pages).
+	Script bool
 
 	// sid binds the CSRF token of the page's forms to a session.
 	sid string
@@ -205,6 +234,7 @@ type accountPage struct {
 	TOTPEnabled   bool
 	TOTPPending   bool
 	RecoveryLeft  int
+	Passkeys      int
 }
 
 type attribute struct{ Key, Value string }
@@ -279,6 +309,7 @@ func (p *pages) render(c echo.Context, status int, name string, d *pageData) err
 	}
 	d.Region = p.s.cfg.Name
 	d.CSRF = p.csrfToken(p.csrfSecret(c), d.sid)
+	d.Script = d.Script || name == "login.html" || name == "passkeys.html"
 	var buf bytes.Buffer
 	if err := t.ExecuteTemplate(&buf, "layout", d); err != nil {
 		return fmt.Errorf("ui: render %s: %w", name, err)
@@ -791,6 +822,11 @@ func (p *pages) renderAccount(c echo.Context, sess session.Session, status int, 
 			return fmt.Errorf("totp: %w", err)
 		}
 	}
+	pks, err := p.s.cfg.Passkeys.Passkeys(ctx, sess.UserID)
+	if err != nil {
+		return fmt.Errorf("passkeys: %w", err)
+	}
+	a.Passkeys = len(pks)
 	return p.render(c, status, "account.html", &pageData{Title: "Your account", Account: a, Error: ferr, Notice: notice, sid: sess.ID})
 }
 

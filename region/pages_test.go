@@ -29,6 +29,9 @@ import (
 
 const uiHost = "id.example.com"
 
+// uiAdminToken is the admin token of the test regions.
+const uiAdminToken = "test-admin-token"
+
 // uiBrowser is a region on a real SQLite store and a browser (cookie jar)
 // that reaches it as a router would: every request carries a signed route
 // header, resolved by the email of a form when it has one.
@@ -67,8 +70,8 @@ func newUIBrowser(t *testing.T) *uiBrowser {
 	outbox := mail.NewOutbox(0, nil)
 	sessions := session.NewMemory()
 	srv, err := New(Config{
-		Name: "eu-west", Users: db, Accounts: db, MFA: db, Consent: db, Admin: db, Audit: db, Sessions: sessions, Index: noIndex{}, Hasher: hasher,
-		RouteKey: routeKey, SessionKey: key, Mailer: outbox, PublicURL: "http://" + uiHost,
+		Name: "eu-west", Users: db, Accounts: db, MFA: db, Consent: db, Admin: db, Audit: db, Passkeys: db, Sessions: sessions, Index: noIndex{}, Hasher: hasher,
+		RouteKey: routeKey, SessionKey: key, Mailer: outbox, PublicURL: "http://" + uiHost, AdminToken: uiAdminToken,
 		Argon2: Argon2Params{MemoryKiB: 64, Time: 1, Threads: 1}, Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
@@ -284,8 +287,10 @@ func checkPage(t *testing.T, rec *httptest.ResponseRecorder, what string) *html.
 			if ti := attr(n, "tabindex"); ti != "" && ti != "0" && ti != "-1" {
 				t.Errorf("%s: tabindex=%s reorders the tab sequence", what, ti)
 			}
-			if n.Data == "script" {
-				t.Errorf("%s: a script element", what)
+			// The one script allowed: the passkey file, from this origin,
+			// with nothing inline.
+			if n.Data == "script" && (attr(n, "src") != "/ui/static/passkey.js" || n.FirstChild != nil) {
+				t.Errorf("%s: a script element other than the passkey file", what)
 			}
 		}
 		for c := n.FirstChild; c != nil; c = c.NextSibling {

@@ -15,6 +15,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/go-webauthn/webauthn/webauthn"
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -74,6 +75,15 @@ type Config struct {
 	// PublicURL is where users reach the service (a router, or the CDN in
 	// front of the routers); emailed links point there.
 	PublicURL string
+	// Passkeys stores WebAuthn credentials (*store.DB).
+	Passkeys Passkeys
+	// RPID is the WebAuthn relying party id, the domain passkeys are bound
+	// to; it must be the same in every region. Default: the host of
+	// PublicURL ("localhost" for a loopback address).
+	RPID string
+	// RPOrigins are the origins (scheme://host[:port]) the hosted pages
+	// are served from, on RPID or a subdomain of it. Default: PublicURL's.
+	RPOrigins []string
 }
 
 // HeaderRegion names, on every response, the region that served it.
@@ -106,6 +116,11 @@ type Server struct {
 	jwks      []byte
 	recent    recentFailures
 	bg        sync.WaitGroup // writes done after answering
+	// webauthn is the relying party of passkeys; ceremonies seals their
+	// state between begin and finish.
+	webauthn   *webauthn.WebAuthn
+	ceremonies *ceremonies
+	passkeyOps *prometheus.CounterVec
 }
 
 // New builds a regional server.
@@ -123,8 +138,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("region: index secret: required")
 	case cfg.SessionKey == nil:
 		return nil, errors.New("region: session key: required")
-	case cfg.Accounts == nil || cfg.Audit == nil || cfg.MFA == nil || cfg.Admin == nil || cfg.Consent == nil:
-		return nil, errors.New("region: store: accounts, mfa and audit required")
+	case cfg.Accounts == nil || cfg.Audit == nil || cfg.MFA == nil || cfg.Admin == nil || cfg.Consent == nil || cfg.Passkeys == nil:
+		return nil, errors.New("region: store: accounts, mfa, passkeys and audit required")
 	case cfg.Mailer == nil:
 		return nil, errors.New("region: mail: required")
 	case cfg.PublicURL == "":
@@ -141,6 +156,14 @@ func New(cfg Config) (*Server, error) {
 	jwks, err := session.MarshalJWKS([]session.PublicKey{issuer.PublicKey()})
 	if err != nil {
 		return nil, fmt.Errorf("region: session key: %w", err)
+	}
+	rp, err := newRelyingParty(cfg)
+	if err != nil {
+		return nil, err
+	}
+	cers, err := newCeremonies(cfg.RouteKey)
+	if err != nil {
+		return nil, fmt.Errorf("region: route key: %w", err)
 	}
 	own := session.NewVerifier()
 	if err := own.SetRegionKeys(cfg.Name, []session.PublicKey{issuer.PublicKey()}); err != nil {
@@ -163,14 +186,19 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:       cfg,
-		log:       cfg.Logger.With("region", cfg.Name),
-		metrics:   metrics.New("region", cfg.Name),
-		dummyHash: dummy,
-		route:     route,
-		issuer:    issuer,
-		sessions:  own,
-		jwks:      jwks,
+		cfg:        cfg,
+		log:        cfg.Logger.With("region", cfg.Name),
+		metrics:    metrics.New("region", cfg.Name),
+		dummyHash:  dummy,
+		route:      route,
+		issuer:     issuer,
+		sessions:   own,
+		jwks:       jwks,
+		webauthn:   rp,
+		ceremonies: cers,
+		passkeyOps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "domicile_region_passkey_ceremonies_total", Help: "Passkey registrations and logins by step and outcome.",
+		}, []string{"ceremony", "outcome"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "domicile_region_misrouted_total", Help: "Requests refused with 421 because their route header was missing, invalid, stale, replayed or for another region.",
 		}, []string{"reason"}),
@@ -181,7 +209,7 @@ func New(cfg Config) (*Server, error) {
 			Name: "domicile_region_logins_total", Help: "Password logins by outcome.",
 		}, []string{"outcome"}),
 	}
-	s.metrics.Register(s.signups, s.logins, s.refused)
+	s.metrics.Register(s.signups, s.logins, s.refused, s.passkeyOps)
 
 	e := httpserver.NewEcho(s.log, s.metrics)
 	e.Use(s.requireRoute)
@@ -210,6 +238,13 @@ func New(cfg Config) (*Server, error) {
 	e.GET("/account/consent", s.getConsent)
 	e.POST("/account/consent", s.postConsent)
 	e.GET("/account/consent/history", s.consentHistory)
+	e.POST("/passkeys/register/begin", s.registerPasskeyBegin)
+	e.POST("/passkeys/register/finish", s.registerPasskeyFinish)
+	e.POST("/passkeys/login/begin", s.loginPasskeyBegin)
+	e.POST("/passkeys/login/finish", s.loginPasskeyFinish)
+	e.GET("/passkeys", s.listPasskeys)
+	e.PATCH("/passkeys/:id", s.renamePasskey)
+	e.DELETE("/passkeys/:id", s.deletePasskey)
 	s.registerPages(e)
 	admin := e.Group("/admin/v1", s.adminAuth)
 	admin.GET("/users", s.adminListUsers)

@@ -35,7 +35,11 @@ type Limit struct {
 // DefaultCredentialPaths are the credential endpoints rate limits apply to
 // when RateLimits.Paths is empty.
 var DefaultCredentialPaths = []string{"/login", "/login/mfa", "/signup", "/password/reset", "/password/reset/confirm", "/oauth2/token",
-	"/ui/login", "/ui/login/mfa", "/ui/signup", "/ui/password/reset", "/ui/password/reset/confirm"}
+	"/ui/login", "/ui/login/mfa", "/ui/signup", "/ui/password/reset", "/ui/password/reset/confirm",
+	// Passkey ceremonies: a passwordless login carries no identifier, so
+	// only the per-address limit applies to it.
+	"/passkeys/login/begin", "/passkeys/login/finish", "/passkeys/register/begin", "/passkeys/register/finish",
+	"/ui/login/passkey/begin", "/ui/login/passkey", "/ui/account/passkeys/begin", "/ui/account/passkeys/add"}
 
 type limiters struct {
 	paths map[string]bool

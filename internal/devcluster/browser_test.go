@@ -9,7 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/webauthn"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 	"github.com/pquerna/otp"
 	"github.com/pquerna/otp/totp"
 )
@@ -35,12 +38,20 @@ func chromium(t *testing.T) string {
 // TestBrowser drives headless Chromium through the hosted pages, via the
 // routers: sign up, verify the email from the dev outbox, log in
 // (identifier first), enrol TOTP, log out, log in again with a TOTP code,
-// give and withdraw a consent. Screenshots of each page go to
+// add a passkey (a virtual authenticator of Chrome's WebAuthn domain, with
+// user verification), log out, sign in with the passkey alone (no
+// identifier; user verification stands for the TOTP step), give and
+// withdraw a consent. Screenshots of each page go to
 // $DOMICILE_TEST_ARTIFACTS (default: the test's temp dir, logged).
 func TestBrowser(t *testing.T) {
 	exe := chromium(t)
 	c := startCluster(t)
+	// The pages are opened on localhost: browsers refuse passkeys on an IP
+	// address (and on plain http anywhere but localhost).
 	r := c.RouterURLs()
+	for i := range r {
+		r[i] = localhostOrigin(t, r[i])
+	}
 	artifacts := os.Getenv("DOMICILE_TEST_ARTIFACTS")
 	if artifacts == "" {
 		artifacts = t.TempDir()
@@ -69,6 +80,29 @@ func TestBrowser(t *testing.T) {
 	// later step gets one, so a hung page fails the test instead of CI.
 	if err := chromedp.Do(browser); err != nil {
 		t.Fatalf("start chromium: %v", err)
+	}
+	// A platform authenticator that keeps discoverable credentials and
+	// verifies the user (as a fingerprint reader would), answering at once.
+	var authenticator webauthn.AuthenticatorID
+	if err := chromedp.Do(browser, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		if _, err := cdp.Call(ctx, tg, webauthn.Enable, webauthn.EnableParams{}); err != nil {
+			return err
+		}
+		res, err := cdp.Call(ctx, tg, webauthn.AddVirtualAuthenticator, webauthn.AddVirtualAuthenticatorParams{
+			Options: &webauthn.VirtualAuthenticatorOptions{
+				Protocol:                    webauthn.AuthenticatorProtocolCtap2,
+				Ctap2version:                webauthn.Ctap2versionCtap21,
+				Transport:                   webauthn.AuthenticatorTransportInternal,
+				HasResidentKey:              true,
+				HasUserVerification:         true,
+				IsUserVerified:              true,
+				AutomaticPresenceSimulation: true,
+			},
+		})
+		authenticator = res.AuthenticatorID
+		return err
+	})); err != nil {
+		t.Fatalf("virtual authenticator: %v", err)
 	}
 
 	shot := 0
@@ -184,6 +218,55 @@ func TestBrowser(t *testing.T) {
 	)
 	// The step used to confirm is spent: the next one (within the skew).
 	login(func() string { return gen(now.Add(30 * time.Second)) })
+
+	// A passkey, from the account page, with the keyboard only.
+	run("passkey page",
+		chromedp.Focus(chromedp.CSS(`#manage-passkeys`)),
+		chromedp.SendKeys(chromedp.CSS(`#manage-passkeys`), kb.Enter),
+		chromedp.WaitVisible(chromedp.CSS(`#passkey-add`)),
+		snap("passkeys-none"),
+		chromedp.SendKeys(chromedp.CSS(`#passkey-name`), "Test laptop"),
+		snap("passkey-named"),
+		chromedp.SendKeys(chromedp.CSS(`#passkey-name`), kb.Enter),
+		chromedp.WaitVisible(chromedp.CSS(`.passkeys li`)),
+		snap("passkey-added"),
+	)
+	body = text(`main`)
+	if !strings.Contains(body, "Test laptop") || !strings.Contains(body, "has been added") {
+		t.Fatalf("passkey page after adding: %q", body)
+	}
+	creds, err := chromedp.Call(browser, webauthn.GetCredentials, webauthn.GetCredentialsParams{AuthenticatorID: authenticator})
+	if err != nil || len(creds.Credentials) != 1 || !creds.Credentials[0].IsResidentCredential || !strings.HasPrefix(string(creds.Credentials[0].UserHandle), "eu-west.") {
+		t.Fatalf("virtual authenticator's credentials: %+v %v", creds, err)
+	}
+	run("sign out before the passkey",
+		chromedp.Navigate(r[0]+"/ui/account"),
+		chromedp.WaitVisible(chromedp.CSS(`form[action="/ui/logout"]`)),
+		chromedp.Submit(chromedp.CSS(`form[action="/ui/logout"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#passkey-signin`)),
+	)
+	// Passwordless: no identifier typed; the user verification of the
+	// passkey stands for the TOTP step.
+	run("sign in with the passkey",
+		chromedp.Navigate(r[2]+"/ui/login"),
+		chromedp.WaitVisible(chromedp.CSS(`#passkey-signin`)),
+		snap("login-passkey"),
+		chromedp.Focus(chromedp.CSS(`#passkey-signin`)),
+		chromedp.SendKeys(chromedp.CSS(`#passkey-signin`), kb.Enter),
+		chromedp.WaitVisible(chromedp.CSS(`#passkeys-h`)),
+		snap("account-by-passkey"),
+	)
+	body = text(`main`)
+	if !strings.Contains(body, email) || !strings.Contains(body, "You have 1 passkey.") {
+		t.Fatalf("account page after the passkey: %q", body)
+	}
+	u, err := c.Regions["eu-west"].Store.UserByEmail(context.Background(), email)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ps, err := c.Regions["eu-west"].Store.Passkeys(context.Background(), u.ID); err != nil || len(ps) != 1 || ps[0].Name != "Test laptop" || ps[0].LastUsedAt.IsZero() {
+		t.Fatalf("stored passkeys: %+v %v", ps, err)
+	}
 
 	run("give consent",
 		chromedp.Submit(chromedp.CSS(`form[action="/ui/account/consent"]`)),

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -159,6 +160,14 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 		peers = append(peers, launch.PeerConfig{ID: fmt.Sprintf("router-%d", i+1), Raft: rl.Addr().String(), API: u})
 	}
 
+	// Passkeys: browsers take no IP address as a WebAuthn RP ID, so the
+	// pages do passkeys on http://localhost:<port> of any router (a
+	// secure context, unlike plain http on another host).
+	var rpOrigins []string
+	for _, l := range httpLns {
+		_, port, _ := net.SplitHostPort(l.Addr().String())
+		rpOrigins = append(rpOrigins, "http://localhost:"+port)
+	}
 	for _, name := range c.RegionNames {
 		if err := os.MkdirAll(filepath.Join(cfg.DataDir, name), 0o700); err != nil {
 			return c, fmt.Errorf("dev: region %s: %w", name, err)
@@ -169,6 +178,8 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 			SessionKeyFile: filepath.Join(cfg.DataDir, name, "session-key.json"),
 			MasterKeyFile:  filepath.Join(cfg.DataDir, name, "master.key"),
 			PublicURL:      routerURLs[0],
+			RPID:           "localhost",
+			RPOrigins:      rpOrigins,
 			Outbox:         mail.NewOutbox(0, cfg.Logger.With("node", name)),
 			Sessions:       cfg.Sessions,
 			Index:          routerURLs,
@@ -306,6 +317,9 @@ func (c *Cluster) Banner() string {
 	}
 	r1, r3 := c.Routers[0].URL(), c.Routers[len(c.Routers)-1].URL()
 	fmt.Fprintf(&b, "\nIn a browser: %s/ui/signup  then  %s/ui/login  and  %s/ui/account\n", r1, r1, r1)
+	if u, err := url.Parse(r1); err == nil {
+		fmt.Fprintf(&b, "(Passkeys need a domain: open the pages as http://localhost:%s/ui/login instead.)\n", u.Port())
+	}
 	fmt.Fprintf(&b, "\nTry it:\n")
 	fmt.Fprintf(&b, "  curl -s -X POST %s/signup -H 'Content-Type: application/json' -d '{\"email\":\"ana@acme.de\",\"password\":\"correct horse battery\"}'\n", r1)
 	fmt.Fprintf(&b, "  curl -s -X POST %s/login  -H 'Content-Type: application/json' -d '{\"email\":\"ana@acme.de\",\"password\":\"correct horse battery\"}'\n", r3)

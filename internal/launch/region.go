@@ -48,6 +48,12 @@ type RegionConfig struct {
 	// address); links in emails point there.
 	PublicURL string     `yaml:"public_url"`
 	Mail      MailConfig `yaml:"mail"`
+	// RPID and RPOrigins are the WebAuthn relying party of passkeys: the
+	// domain passkeys are bound to (the same in every region) and the
+	// origins the hosted pages are served from. Default: public_url's host
+	// and origin.
+	RPID      string   `yaml:"rp_id"`
+	RPOrigins []string `yaml:"rp_origins"`
 
 	SecretsValue *Secrets             `yaml:"-"`
 	Outbox       *mail.Outbox         `yaml:"-"` // used instead of Mail (dev)
@@ -199,6 +205,9 @@ func StartRegion(ctx context.Context, cfg RegionConfig) (_ *Region, err error) {
 		Audit:      db,
 		Mailer:     mailer,
 		PublicURL:  cfg.PublicURL,
+		Passkeys:   db,
+		RPID:       cfg.RPID,
+		RPOrigins:  cfg.RPOrigins,
 		RouteKey:   sec.RouteKey,
 		SessionKey: skey,
 		Name:       cfg.Name,

@@ -28,6 +28,13 @@
 // store up on its own schedule, or not at all if restoring a backup must not
 // bring deleted users back.
 //
+// Passkeys (WebAuthn credentials, [DB.AddPasskey]) are looked up by their
+// credential id, which with the public key and the signature counter is
+// not personal data and stays in clear; the name a user gives a passkey is
+// sealed like the rest. The challenges of the WebAuthn ceremonies already
+// answered are kept until they expire ([DB.UseChallenge]), so that an
+// answer cannot be replayed on any node of the region.
+//
 // Besides accounts the store keeps single-use tokens (only their SHA-256),
 // failed-login records for lockout, and an append-only audit log whose
 // entries form a SHA-256 hash chain ([DB.AppendAudit], [DB.VerifyAudit]).

@@ -33,7 +33,10 @@ func execs(stmts ...string) migration {
 // users: in a transaction of its own, so that no backend has to reuse the
 // name of a table dropped in the same transaction (CockroachDB restricts
 // that). Version 5 adds tokens, login failures and the audit log; version 6 the
-// TOTP secrets and recovery codes; version 7 the consent records. Every table that holds a user's data references users(id)
+// TOTP secrets and recovery codes; version 7 the consent records; version 8
+// the passkeys (WebAuthn credentials) and the challenges of the ceremonies
+// already answered (not personal data: no user id, kept until they expire).
+// Every table that holds a user's data references users(id)
 // without ON DELETE CASCADE, so that DeleteUser, which deletes from each of
 // them, fails loudly if a new one is not added to it.
 var (
@@ -110,6 +113,30 @@ var (
 				PRIMARY KEY (user_id, seq)
 			)`,
 		),
+		execs(
+			`CREATE TABLE passkeys (
+				id                 BLOB PRIMARY KEY,  -- credential id: looked up at login, not personal data
+				user_id            TEXT NOT NULL REFERENCES users (id),
+				name               BLOB NOT NULL,     -- sealed with the user's key
+				public_key         BLOB NOT NULL,     -- COSE
+				attestation_type   TEXT NOT NULL,
+				attestation_format TEXT NOT NULL,
+				aaguid             BLOB NOT NULL,
+				sign_count         INTEGER NOT NULL,
+				transports         TEXT NOT NULL,     -- comma-separated
+				user_verified      INTEGER NOT NULL,
+				backup_eligible    INTEGER NOT NULL,
+				backup_state       INTEGER NOT NULL,
+				created_at         INTEGER NOT NULL,
+				last_used_at       INTEGER            -- NULL until the first login
+			)`,
+			`CREATE INDEX passkeys_user ON passkeys (user_id)`,
+			`CREATE TABLE passkey_challenges (
+				hash       BLOB PRIMARY KEY,          -- SHA-256 of an answered challenge
+				expires_at INTEGER NOT NULL
+			)`,
+			`CREATE INDEX passkey_challenges_expiry ON passkey_challenges (expires_at)`,
+		),
 	}
 	postgresMigrations = []migration{ // PostgreSQL and CockroachDB
 		execs(`CREATE TABLE users (
@@ -183,6 +210,30 @@ var (
 				at      TIMESTAMPTZ NOT NULL,
 				PRIMARY KEY (user_id, seq)
 			)`,
+		),
+		execs(
+			`CREATE TABLE passkeys (
+				id                 BYTEA PRIMARY KEY,
+				user_id            TEXT NOT NULL REFERENCES users (id),
+				name               BYTEA NOT NULL,
+				public_key         BYTEA NOT NULL,
+				attestation_type   TEXT NOT NULL,
+				attestation_format TEXT NOT NULL,
+				aaguid             BYTEA NOT NULL,
+				sign_count         BIGINT NOT NULL,
+				transports         TEXT NOT NULL,
+				user_verified      BOOLEAN NOT NULL,
+				backup_eligible    BOOLEAN NOT NULL,
+				backup_state       BOOLEAN NOT NULL,
+				created_at         TIMESTAMPTZ NOT NULL,
+				last_used_at       TIMESTAMPTZ
+			)`,
+			`CREATE INDEX passkeys_user ON passkeys (user_id)`,
+			`CREATE TABLE passkey_challenges (
+				hash       BYTEA PRIMARY KEY,
+				expires_at TIMESTAMPTZ NOT NULL
+			)`,
+			`CREATE INDEX passkey_challenges_expiry ON passkey_challenges (expires_at)`,
 		),
 	}
 )

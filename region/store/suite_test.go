@@ -403,6 +403,19 @@ func testShredding(t *testing.T, b backend, cfg store.Config, db *store.DB) {
 	if err := db.RecordLoginFailure(ctx, "sh-1", time.Now()); err != nil {
 		t.Fatal(err)
 	}
+	if err := db.AddPasskey(ctx, newPasskey(t, "sh-1", "Key "+marker)); err != nil {
+		t.Fatal(err)
+	}
+	var sealedPasskeyName []byte
+	if err := raw.QueryRow(`SELECT name FROM passkeys WHERE user_id = 'sh-1'`).Scan(&sealedPasskeyName); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(sealedPasskeyName, []byte(marker)) {
+		t.Error("column passkeys.name holds the plaintext")
+	}
+	if got, err := store.DecryptColumn(ctx, db, "sh-1", "passkey_name", sealedPasskeyName); err != nil || string(got) != "Key "+marker {
+		t.Fatalf("DecryptColumn(passkey_name) = %q, %v", got, err)
+	}
 	backup := copyUserRow(t, raw, "sh-1")
 
 	// Stored encrypted: the row holds no plaintext.
@@ -446,6 +459,7 @@ func testShredding(t *testing.T, b backend, cfg store.Config, db *store.DB) {
 		`SELECT count(*) FROM users WHERE id = 'sh-1'`,
 		`SELECT count(*) FROM tokens WHERE user_id = 'sh-1'`,
 		`SELECT count(*) FROM login_failures WHERE user_id = 'sh-1'`,
+		`SELECT count(*) FROM passkeys WHERE user_id = 'sh-1'`,
 	} {
 		var n int
 		if err := raw.QueryRow(q).Scan(&n); err != nil || n != 0 {
@@ -538,7 +552,7 @@ func testExport(t *testing.T, db *store.DB) {
 	if err := json.Unmarshal(js, &back); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"profile", "tokens", "login_failures", "audit", "exported_at"} {
+	for _, k := range []string{"profile", "tokens", "login_failures", "passkeys", "audit", "exported_at"} {
 		if _, ok := back[k]; !ok {
 			t.Errorf("export JSON has no %q: %s", k, js)
 		}
@@ -549,7 +563,8 @@ func testExport(t *testing.T, db *store.DB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if js, _ := json.Marshal(x); !strings.Contains(string(js), `"tokens":[]`) || !strings.Contains(string(js), `"attributes":{}`) {
+	if js, _ := json.Marshal(x); !strings.Contains(string(js), `"tokens":[]`) || !strings.Contains(string(js), `"attributes":{}`) ||
+		!strings.Contains(string(js), `"passkeys":[]`) {
 		t.Errorf("empty export should have empty lists and objects, not null: %s", js)
 	}
 	_, err = db.ExportUser(ctx, "ex-nobody")
@@ -951,6 +966,9 @@ func TestSQLiteNoPlaintextOnDisk(t *testing.T) {
 	if err := db.RecordLoginFailure(ctx, "disk-1", time.Now()); err != nil {
 		t.Fatal(err)
 	}
+	if err := db.AddPasskey(ctx, newPasskey(t, "disk-1", "Passkey "+marker)); err != nil {
+		t.Fatal(err)
+	}
 	wantNotOnDisk(t, cfg, marker, upper)
 
 	keys := openRaw(t, "sqlite", "file:"+cfg.DSN+".keys?_pragma=busy_timeout(5000)")
@@ -1105,5 +1123,215 @@ func testConsent(t *testing.T, db *store.DB) {
 	}
 	if h, _ := db.ConsentHistory(ctx, "con-1"); len(h) != 0 {
 		t.Fatalf("history after deletion: %+v", h)
+	}
+}
+
+func newPasskey(t *testing.T, userID, name string) store.Passkey {
+	t.Helper()
+	id := make([]byte, 32)
+	if _, err := rand.Read(id); err != nil {
+		t.Fatal(err)
+	}
+	return store.Passkey{ID: id, UserID: userID, Name: name, PublicKey: []byte("cose-key-" + userID), AttestationType: "none",
+		AttestationFormat: "none", AAGUID: bytes.Repeat([]byte{0xab}, 16), SignCount: 1, Transports: []string{"internal", "hybrid"},
+		UserVerified: true, BackupEligible: true, BackupState: false}
+}
+
+func testPasskeys(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	createUser(t, db, store.User{ID: "pk-1", Email: "pk@example.com"})
+	createUser(t, db, store.User{ID: "pk-2", Email: "pk2@example.com"})
+	if ps, err := db.Passkeys(ctx, "pk-1"); err != nil || len(ps) != 0 {
+		t.Fatalf("Passkeys before any: %v %v", ps, err)
+	}
+	a := newPasskey(t, "pk-1", "Laptop ünïcode")
+	a.CreatedAt = time.Date(2025, 5, 6, 7, 8, 9, 123456789, time.UTC)
+	if err := db.AddPasskey(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	b := newPasskey(t, "pk-1", "")
+	b.Transports, b.SignCount, b.AAGUID = nil, 0, nil
+	if err := db.AddPasskey(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("read back", func(t *testing.T) {
+		ps, err := db.Passkeys(ctx, "pk-1")
+		if err != nil || len(ps) != 2 {
+			t.Fatalf("Passkeys = %+v, %v", ps, err)
+		}
+		got := ps[0]
+		if !bytes.Equal(got.ID, a.ID) || got.Name != a.Name || !bytes.Equal(got.PublicKey, a.PublicKey) || got.SignCount != 1 ||
+			!reflect.DeepEqual(got.Transports, a.Transports) || !bytes.Equal(got.AAGUID, a.AAGUID) || !got.UserVerified ||
+			!got.BackupEligible || got.BackupState || got.AttestationFormat != "none" || got.AttestationType != "none" ||
+			!got.CreatedAt.Equal(a.CreatedAt.Truncate(time.Microsecond)) || !got.LastUsedAt.IsZero() {
+			t.Fatalf("first passkey = %+v, want %+v", got, a)
+		}
+		if got := ps[1]; !bytes.Equal(got.ID, b.ID) || got.Name != "" || got.Transports != nil || len(got.AAGUID) != 16 || got.CreatedAt.IsZero() {
+			t.Fatalf("second passkey = %+v", got)
+		}
+		if ps, err := db.Passkeys(ctx, "pk-2"); err != nil || len(ps) != 0 {
+			t.Fatalf("another user's passkeys: %+v %v", ps, err)
+		}
+	})
+	t.Run("credential ids are unique across users", func(t *testing.T) {
+		dup := newPasskey(t, "pk-2", "Stolen")
+		dup.ID = a.ID
+		wantIs(t, "AddPasskey(duplicate id)", db.AddPasskey(ctx, dup), store.ErrDuplicate)
+		wantIs(t, "AddPasskey(unknown user)", db.AddPasskey(ctx, newPasskey(t, "pk-nobody", "x")), store.ErrNotFound)
+	})
+	t.Run("invalid passkeys are refused", func(t *testing.T) {
+		for name, mangle := range map[string]func(*store.Passkey){
+			"empty id":        func(p *store.Passkey) { p.ID = nil },
+			"long id":         func(p *store.Passkey) { p.ID = make([]byte, store.MaxCredentialIDBytes+1) },
+			"no key":          func(p *store.Passkey) { p.PublicKey = nil },
+			"short aaguid":    func(p *store.Passkey) { p.AAGUID = []byte{1, 2} },
+			"long name":       func(p *store.Passkey) { p.Name = strings.Repeat("n", store.MaxPasskeyNameBytes+1) },
+			"invalid name":    func(p *store.Passkey) { p.Name = "\xff" },
+			"comma transport": func(p *store.Passkey) { p.Transports = []string{"usb,nfc"} },
+		} {
+			p := newPasskey(t, "pk-2", "x")
+			mangle(&p)
+			if err := db.AddPasskey(ctx, p); err == nil || errors.Is(err, store.ErrNotFound) {
+				t.Errorf("%s: AddPasskey = %v, want a validation error", name, err)
+			}
+		}
+	})
+	t.Run("the counter must increase", func(t *testing.T) {
+		at := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
+		if err := db.UsePasskey(ctx, "pk-1", a.ID, store.PasskeyUse{SignCount: 5, UserVerified: true, BackupState: true, At: at}); err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []uint32{5, 4, 0} {
+			wantIs(t, fmt.Sprintf("UsePasskey(counter %d after 5)", n), db.UsePasskey(ctx, "pk-1", a.ID, store.PasskeyUse{SignCount: n}), store.ErrCounter)
+		}
+		// Concurrent logins with one counter value: exactly one passes.
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		ok := 0
+		for range 8 {
+			wg.Go(func() {
+				if db.UsePasskey(ctx, "pk-1", a.ID, store.PasskeyUse{SignCount: 9, UserVerified: true, BackupState: true}) == nil {
+					mu.Lock()
+					ok++
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		if ok != 1 {
+			t.Fatalf("counter 9 accepted %d times", ok)
+		}
+		// An authenticator without a counter: 0 stays 0.
+		for range 2 {
+			if err := db.UsePasskey(ctx, "pk-1", b.ID, store.PasskeyUse{SignCount: 0, At: at}); err != nil {
+				t.Fatalf("zero counter: %v", err)
+			}
+		}
+		ps, _ := db.Passkeys(ctx, "pk-1")
+		if ps[0].SignCount != 9 || !ps[0].BackupState || !ps[0].UserVerified || ps[0].LastUsedAt.Before(at) || !ps[1].LastUsedAt.Equal(at) {
+			t.Fatalf("after use: %+v", ps)
+		}
+		wantIs(t, "UsePasskey(another user's)", db.UsePasskey(ctx, "pk-2", a.ID, store.PasskeyUse{SignCount: 100}), store.ErrNotFound)
+		wantIs(t, "UsePasskey(unknown)", db.UsePasskey(ctx, "pk-1", []byte("nope"), store.PasskeyUse{SignCount: 100}), store.ErrNotFound)
+	})
+	t.Run("rename and delete only one's own", func(t *testing.T) {
+		if err := db.RenamePasskey(ctx, "pk-1", b.ID, "Phone"); err != nil {
+			t.Fatal(err)
+		}
+		wantIs(t, "RenamePasskey(another user's)", db.RenamePasskey(ctx, "pk-2", b.ID, "Mine"), store.ErrNotFound)
+		wantIs(t, "DeletePasskey(another user's)", db.DeletePasskey(ctx, "pk-2", b.ID), store.ErrNotFound)
+		if ps, _ := db.Passkeys(ctx, "pk-1"); len(ps) != 2 || ps[1].Name != "Phone" {
+			t.Fatalf("after rename: %+v", ps)
+		}
+		if err := db.DeletePasskey(ctx, "pk-1", b.ID); err != nil {
+			t.Fatal(err)
+		}
+		wantIs(t, "DeletePasskey again", db.DeletePasskey(ctx, "pk-1", b.ID), store.ErrNotFound)
+		// The id is free again.
+		again := newPasskey(t, "pk-2", "Reused")
+		again.ID = b.ID
+		if err := db.AddPasskey(ctx, again); err != nil {
+			t.Fatalf("AddPasskey with a deleted passkey's id: %v", err)
+		}
+	})
+	t.Run("at most MaxPasskeys", func(t *testing.T) {
+		createUser(t, db, store.User{ID: "pk-many", Email: "pk-many@example.com"})
+		for i := range store.MaxPasskeys {
+			if err := db.AddPasskey(ctx, newPasskey(t, "pk-many", fmt.Sprint(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		wantIs(t, "AddPasskey beyond the limit", db.AddPasskey(ctx, newPasskey(t, "pk-many", "one more")), store.ErrLimit)
+		n, err := db.DeletePasskeys(ctx, "pk-many")
+		if err != nil || n != store.MaxPasskeys {
+			t.Fatalf("DeletePasskeys = %d, %v", n, err)
+		}
+		if ps, _ := db.Passkeys(ctx, "pk-many"); len(ps) != 0 {
+			t.Fatalf("after DeletePasskeys: %d left", len(ps))
+		}
+	})
+	t.Run("export and erasure", func(t *testing.T) {
+		x, err := db.ExportUser(ctx, "pk-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(x.Passkeys) != 1 || x.Passkeys[0].Name != a.Name || x.Passkeys[0].AAGUID != "abababab-abab-abab-abab-abababababab" ||
+			x.Passkeys[0].ID == "" || len(x.Passkeys[0].Transports) != 2 || x.Passkeys[0].LastUsedAt.IsZero() {
+			t.Fatalf("export passkeys = %+v", x.Passkeys)
+		}
+		if js, _ := json.Marshal(x); strings.Contains(string(js), "cose-key") {
+			t.Errorf("export holds the public key: %s", js)
+		}
+		if err := db.DeleteUser(ctx, "pk-1"); err != nil {
+			t.Fatal(err)
+		}
+		if ps, err := db.Passkeys(ctx, "pk-1"); err != nil || len(ps) != 0 {
+			t.Fatalf("passkeys after erasure: %+v %v", ps, err)
+		}
+		// The credential id is free again.
+		again := newPasskey(t, "pk-2", "Again")
+		again.ID = a.ID
+		if err := db.AddPasskey(ctx, again); err != nil {
+			t.Fatalf("AddPasskey with an erased user's id: %v", err)
+		}
+	})
+}
+
+func testChallenges(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	h := sha256.Sum256([]byte("challenge-" + randomHex(t, 8)))
+	if err := db.UseChallenge(ctx, h, time.Now().Add(5*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	wantIs(t, "UseChallenge twice", db.UseChallenge(ctx, h, time.Now().Add(5*time.Minute)), store.ErrReplay)
+	// Concurrent answers to one challenge, on a fresh one: exactly one wins.
+	h2 := sha256.Sum256([]byte("challenge-" + randomHex(t, 8)))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok := 0
+	for range 8 {
+		wg.Go(func() {
+			if db.UseChallenge(ctx, h2, time.Now().Add(time.Minute)) == nil {
+				mu.Lock()
+				ok++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if ok != 1 {
+		t.Fatalf("one challenge accepted %d times", ok)
+	}
+	// Many expired ones: the purge (one call in 32) eventually removes them
+	// and never a live one.
+	for i := range 200 {
+		if err := db.UseChallenge(ctx, sha256.Sum256(fmt.Appendf(nil, "old-%d-%s", i, h[:4])), time.Now().Add(-time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantIs(t, "UseChallenge of a live one after the purges", db.UseChallenge(ctx, h, time.Now().Add(time.Minute)), store.ErrReplay)
+	if err := db.UseChallenge(ctx, [32]byte{}, time.Now()); err == nil {
+		t.Fatal("zero hash accepted")
 	}
 }

@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -19,6 +21,9 @@ type Export struct {
 	LoginFailures []time.Time `json:"login_failures"`
 	// Consent is the user's consent history, oldest first.
 	Consent []ConsentRecord `json:"consent"`
+	// Passkeys are the user's passkeys (without their public keys), oldest
+	// first.
+	Passkeys []PasskeyInfo `json:"passkeys"`
 	// Audit is the audit log's entries about the user (as subject).
 	Audit      []AuditEvent `json:"audit"`
 	ExportedAt time.Time    `json:"exported_at"`
@@ -45,7 +50,7 @@ func (db *DB) ExportUser(ctx context.Context, id string) (Export, error) {
 	}
 	var x Export
 	err = db.tx.Tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		x = Export{Tokens: []TokenInfo{}, LoginFailures: []time.Time{}, Consent: []ConsentRecord{}, Audit: []AuditEvent{}}
+		x = Export{Tokens: []TokenInfo{}, LoginFailures: []time.Time{}, Consent: []ConsentRecord{}, Passkeys: []PasskeyInfo{}, Audit: []AuditEvent{}}
 		r, err := scanUserRow(tx.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1`, id))
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrNotFound
@@ -105,6 +110,24 @@ func (db *DB) ExportUser(ctx context.Context, id string) (Export, error) {
 		}
 		x.Consent = append(x.Consent, recs...)
 
+		pks, err := passkeysOf(ctx, tx, id)
+		if err != nil {
+			return fmt.Errorf("passkeys: %w", err)
+		}
+		for _, p := range pks {
+			name, err := key.openString(colPasskeyName, []byte(p.Name))
+			if err != nil {
+				return fmt.Errorf("passkeys: %w", err)
+			}
+			transports := p.Transports
+			if transports == nil {
+				transports = []string{}
+			}
+			x.Passkeys = append(x.Passkeys, PasskeyInfo{ID: base64.RawURLEncoding.EncodeToString(p.ID), Name: name,
+				AAGUID: formatAAGUID(p.AAGUID), Transports: transports, BackupEligible: p.BackupEligible, BackupState: p.BackupState,
+				CreatedAt: p.CreatedAt, LastUsedAt: p.LastUsedAt})
+		}
+
 		events, err := auditFor(ctx, tx, id)
 		if err != nil {
 			return fmt.Errorf("audit: %w", err)
@@ -125,4 +148,13 @@ func closeRows(rows *sql.Rows) error {
 		return err
 	}
 	return rows.Close()
+}
+
+// formatAAGUID writes a 16-byte AAGUID as a UUID.
+func formatAAGUID(b []byte) string {
+	if len(b) != 16 {
+		return ""
+	}
+	h := hex.EncodeToString(b)
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }

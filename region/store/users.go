@@ -173,11 +173,12 @@ func (db *DB) loadUser(ctx context.Context, column string, value any) (User, err
 
 // DeleteUser erases the user with the given id: in one transaction it
 // deletes their rows from every table that holds their data (users, tokens,
-// login_failures), then it deletes their data key from the key store, so
-// that any copy of their rows taken before (a backup, a replica, a dump) can
-// no longer be decrypted. On SQLite it then checkpoints both files' WALs so
-// that no earlier page image lingers (secure_delete has zeroed the deleted
-// content in the pages themselves).
+// login_failures, totp, recovery_codes, consent_records, passkeys), then it
+// deletes their data key from the key store, so that any copy of their
+// rows taken before (a backup, a replica, a dump) can no longer be
+// decrypted. On SQLite it then checkpoints both files' WALs so that no
+// earlier page image lingers (secure_delete has zeroed the deleted content
+// in the pages themselves).
 //
 // Audit entries about the user are kept: they hold ids, never personal data
 // (see AppendAudit), and the chain must stay verifiable.
@@ -195,6 +196,7 @@ func (db *DB) DeleteUser(ctx context.Context, id string) error {
 			`DELETE FROM totp WHERE user_id = $1`,
 			`DELETE FROM recovery_codes WHERE user_id = $1`,
 			`DELETE FROM consent_records WHERE user_id = $1`,
+			`DELETE FROM passkeys WHERE user_id = $1`,
 		} {
 			if _, err := tx.ExecContext(ctx, q, id); err != nil {
 				return err
