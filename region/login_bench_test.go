@@ -58,6 +58,7 @@ func newBenchRegion(b *testing.B, dbCfg store.Config, sessions session.Store) *b
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.Cleanup(srv.Wait) // before the database closes: audit records are written after answering
 	const pw = "correct horse battery staple"
 	hash, err := hashPassword(DefaultArgon2, pw)
 	if err != nil {
