@@ -55,6 +55,8 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("POST /internal/index/{op}", n.serveWrite)
 	mux.HandleFunc("GET /internal/index/lookup/{key}", n.serveLookup)
 	mux.HandleFunc("GET /internal/index/status", n.serveStatus)
+	mux.HandleFunc("GET /internal/index/clients", n.serveClients)
+	mux.HandleFunc("GET /internal/index/clients/{id}", n.serveClient)
 	return n.auth(mux)
 }
 
@@ -191,6 +193,7 @@ func (n *Node) serveBatch(w http.ResponseWriter, r *http.Request) {
 var writeOps = map[string]opCode{
 	opClaim.String(): opClaim, opRelease.String(): opRelease, opRehome.String(): opRehome,
 	opRevoke.String(): opRevoke, opSetPolicy.String(): opSetPolicy,
+	opSetClient.String(): opSetClient, opDeleteClient.String(): opDeleteClient,
 }
 
 // batchOps are the commands a follower may forward in a batch: the write
@@ -288,6 +291,28 @@ func (n *Node) serveLookup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, e)
+}
+
+// serveClients lists the registered OAuth client ids (local replica).
+func (n *Node) serveClients(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string][]string{"clients": n.ClientIDs()})
+}
+
+// serveClient returns one OAuth client's metadata as stored (local
+// replica).
+func (n *Node) serveClient(w http.ResponseWriter, r *http.Request) {
+	d, ok := n.Client(r.PathValue("id"))
+	if !ok {
+		problem.Write(w, problem.New(http.StatusNotFound, "no such client"))
+		return
+	}
+	writeJSON(w, http.StatusOK, clientDoc{ID: r.PathValue("id"), Metadata: d})
+}
+
+// clientDoc is an OAuth client as the index API returns it.
+type clientDoc struct {
+	ID       string `json:"id"`
+	Metadata []byte `json:"metadata"`
 }
 
 // Member is one server of the Raft configuration.
@@ -478,6 +503,43 @@ func (c *Client) Revoke(ctx context.Context, sessionID string, expires time.Time
 // SetPolicy: see Node.SetPolicy.
 func (c *Client) SetPolicy(ctx context.Context, version int, policyYAML []byte) error {
 	return c.write(ctx, &command{Op: opSetPolicy, Version: version, Data: policyYAML})
+}
+
+// SetClient: see Node.SetClient.
+func (c *Client) SetClient(ctx context.Context, id string, metadata []byte) error {
+	return c.write(ctx, &command{Op: opSetClient, ID: id, Data: metadata})
+}
+
+// DeleteClient: see Node.DeleteClient.
+func (c *Client) DeleteClient(ctx context.Context, id string) error {
+	return c.write(ctx, &command{Op: opDeleteClient, ID: id})
+}
+
+// GetClient asks a replica for an OAuth client's metadata; ok is false if
+// there is no such client.
+func (c *Client) GetClient(ctx context.Context, id string) (metadata []byte, ok bool, err error) {
+	if !ValidClientID(id) {
+		return nil, false, nil
+	}
+	var doc clientDoc
+	err = c.do(ctx, func(base string) (*http.Request, error) {
+		return http.NewRequestWithContext(ctx, http.MethodGet, base+"/internal/index/clients/"+id, nil)
+	}, &doc)
+	if errors.Is(err, errNotFound) {
+		return nil, false, nil
+	}
+	return doc.Metadata, err == nil, err
+}
+
+// ClientIDs lists the registered OAuth client ids.
+func (c *Client) ClientIDs(ctx context.Context) ([]string, error) {
+	var out struct {
+		Clients []string `json:"clients"`
+	}
+	err := c.do(ctx, func(base string) (*http.Request, error) {
+		return http.NewRequestWithContext(ctx, http.MethodGet, base+"/internal/index/clients", nil)
+	}, &out)
+	return out.Clients, err
 }
 
 // Status returns the status of the first router that answers.

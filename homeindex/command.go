@@ -87,6 +87,8 @@ const (
 	opSetPolicy
 	opSetMember
 	opRemoveMember
+	opSetClient
+	opDeleteClient
 )
 
 func (o opCode) String() string {
@@ -105,6 +107,10 @@ func (o opCode) String() string {
 		return "member"
 	case opRemoveMember:
 		return "remove-member"
+	case opSetClient:
+		return "client"
+	case opDeleteClient:
+		return "delete-client"
 	}
 	return fmt.Sprintf("op(%d)", byte(o))
 }
@@ -123,10 +129,32 @@ type command struct {
 	Fence   uint32 // rehome
 	Expires int64  // revoke: unix milliseconds
 	Version int    // set-policy
-	Data    []byte // set-policy: YAML
-	ID      string // member
+	Data    []byte // set-policy: YAML; set-client: the client's metadata
+	ID      string // member, client
 	API     string // member
 	Rule    string // claim: the residency rule that picked the region (for counts)
+}
+
+// Client registry limits: OAuth client metadata is replicated to every
+// region through the index (it is not personal data).
+const (
+	MaxClientIDLen = 128
+	MaxClientBytes = 16 << 10
+)
+
+// ValidClientID reports whether id can name an OAuth client: 1 to
+// MaxClientIDLen characters from the URL-safe set [A-Za-z0-9._~-].
+func ValidClientID(id string) bool {
+	if id == "" || len(id) > MaxClientIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '~' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // MaxRuleLen bounds the rule id a claim may carry.
@@ -153,11 +181,24 @@ func (c *command) validate() error {
 		if c.ID == "" || len(c.ID) > 128 || len(c.API) > 512 {
 			return fmt.Errorf("%w: member: bad id or address", ErrInvalid)
 		}
+	case opSetClient, opDeleteClient:
+		if !ValidClientID(c.ID) {
+			return fmt.Errorf("%w: client id: want 1..%d characters from [A-Za-z0-9._~-]", ErrInvalid, MaxClientIDLen)
+		}
+		if c.Op == opSetClient && (len(c.Data) == 0 || len(c.Data) > MaxClientBytes) {
+			return fmt.Errorf("%w: client: want 1..%d bytes of metadata", ErrInvalid, MaxClientBytes)
+		}
+		if c.Op == opDeleteClient && len(c.Data) != 0 {
+			return fmt.Errorf("%w: delete-client: no metadata expected", ErrInvalid)
+		}
 	default:
 		return fmt.Errorf("%w: op: unknown %d", ErrInvalid, byte(c.Op))
 	}
-	if c.Op != opSetMember && c.Op != opRemoveMember && (c.ID != "" || c.API != "") {
-		return fmt.Errorf("%w: id and api belong to member commands only", ErrInvalid)
+	if c.ID != "" && c.Op != opSetMember && c.Op != opRemoveMember && c.Op != opSetClient && c.Op != opDeleteClient {
+		return fmt.Errorf("%w: id belongs to member and client commands only", ErrInvalid)
+	}
+	if c.API != "" && c.Op != opSetMember && c.Op != opRemoveMember {
+		return fmt.Errorf("%w: api belongs to member commands only", ErrInvalid)
 	}
 	if c.Op == opClaim && len(c.Rule) > MaxRuleLen {
 		return fmt.Errorf("%w: rule: longer than %d bytes", ErrInvalid, MaxRuleLen)
@@ -222,6 +263,11 @@ func (c *command) appendTo(b []byte) []byte {
 		b = appendString(b, c.ID)
 		b = appendString(b, c.API)
 	case opRemoveMember:
+		b = appendString(b, c.ID)
+	case opSetClient:
+		b = appendString(b, c.ID)
+		b = appendString(b, string(c.Data))
+	case opDeleteClient:
 		b = appendString(b, c.ID)
 	}
 	return b
@@ -332,6 +378,11 @@ func decodeBatch(data []byte) ([]*command, error) {
 			c.API = string(d.bytes("member api", 512))
 		case opRemoveMember:
 			c.ID = string(d.bytes("member id", 128))
+		case opSetClient:
+			c.ID = string(d.bytes("client id", MaxClientIDLen))
+			c.Data = d.bytes("client", MaxClientBytes)
+		case opDeleteClient:
+			c.ID = string(d.bytes("client id", MaxClientIDLen))
 		default:
 			d.fail("op")
 		}

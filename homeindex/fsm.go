@@ -40,6 +40,7 @@ type fsm struct {
 	policy  policyState
 	revoked map[Key]int64 // session key → expiry (unix ms)
 	members map[string]string
+	clients map[string][]byte // OAuth client id → metadata
 	now     int64 // unix ms of the latest applied entry (leader's clock)
 	// dedupe remembers the result of every request id applied in the last
 	// dedupeWindow (by log time), so a retry of a request whose reply was
@@ -81,6 +82,7 @@ func (f *fsm) reset() {
 	f.ids = map[string]uint16{}
 	f.revoked = map[Key]int64{}
 	f.members = map[string]string{}
+	f.clients = map[string][]byte{}
 	f.policy = policyState{}
 	empty := []string{}
 	f.regions.Store(&empty)
@@ -286,8 +288,36 @@ func (f *fsm) apply(c *command, version uint32) error {
 		f.mu.Lock()
 		delete(f.members, c.ID)
 		f.mu.Unlock()
+	case opSetClient:
+		f.mu.Lock()
+		f.clients[c.ID] = c.Data
+		f.mu.Unlock()
+	case opDeleteClient:
+		f.mu.Lock()
+		delete(f.clients, c.ID)
+		f.mu.Unlock()
 	}
 	return nil
+}
+
+// client returns the metadata of an OAuth client from the local replica.
+func (f *fsm) client(id string) ([]byte, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	d, ok := f.clients[id]
+	return d, ok
+}
+
+// clientIDs returns the ids of every registered OAuth client, sorted.
+func (f *fsm) clientIDs() []string {
+	f.mu.RLock()
+	ids := make([]string, 0, len(f.clients))
+	for id := range f.clients {
+		ids = append(ids, id)
+	}
+	f.mu.RUnlock()
+	sort.Strings(ids)
+	return ids
 }
 
 // pruneRevokedLocked drops revocations past their expiry, judged by the
@@ -351,6 +381,7 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 		regions: append([]string(nil), *f.regions.Load()...),
 		policy:  f.policy,
 		members: make(map[string]string, len(f.members)),
+		clients: make(map[string][]byte, len(f.clients)),
 		revoked: make(map[Key]int64, len(f.revoked)),
 		dedupe:  make(map[uint64]dedupeEntry, len(f.dedupe)),
 		rules:   make(map[string]uint64, len(f.rules)),
@@ -367,6 +398,9 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	for k, v := range f.members {
 		s.members[k] = v
 	}
+	for k, v := range f.clients {
+		s.clients[k] = v // never modified in place
+	}
 	for k, exp := range f.revoked {
 		if exp > f.now { // expired revocations are dropped at snapshot
 			s.revoked[k] = exp
@@ -382,11 +416,15 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 //	members: n(4) {len(2) id len(2) api}... revoked: n(8) {key(16) exp(8)}...
 //	dedupe: n(8) {request id(8) applied-at(8) result code(1)}...
 //	rule counts: n(4) {len(2) rule count(8)}...
+//	clients: n(4) {len(2) id len(4) metadata}...    (version 4 on)
 //	entries: n(8) {key(16) region(2) version(4) owner(6)}...
 //	crc32c of everything before(4)
 const (
 	snapMagic   = "DHIX"
-	snapVersion = 3
+	snapVersion = 4
+	// snapVersionNoClients is the previous format, still read: it has
+	// no clients section.
+	snapVersionNoClients = 3
 	entrySize   = 16 + 2 + 4 + 6
 )
 
@@ -397,10 +435,14 @@ type fsmSnapshot struct {
 	regions []string
 	policy  policyState
 	members map[string]string
+	clients map[string][]byte
 	revoked map[Key]int64
 	dedupe  map[uint64]dedupeEntry
 	rules   map[string]uint64
 	now     int64
+	// version is the file format to write; 0 means snapVersion (older
+	// ones only for tests of reading them).
+	version byte
 }
 
 type snapWriter struct {
@@ -434,8 +476,12 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 
 func (s *fsmSnapshot) writeTo(out io.Writer) error {
 	w := &snapWriter{w: bufio.NewWriterSize(out, 1<<20), crc: crc32.New(crcTable)}
+	version := s.version
+	if version == 0 {
+		version = snapVersion
+	}
 	w.write([]byte(snapMagic))
-	w.write([]byte{snapVersion})
+	w.write([]byte{version})
 	w.u64(uint64(s.now))
 	w.u32(uint32(len(s.regions)))
 	for _, r := range s.regions {
@@ -473,6 +519,20 @@ func (s *fsmSnapshot) writeTo(out io.Writer) error {
 		w.u16(uint16(len(rule)))
 		w.write([]byte(rule))
 		w.u64(n)
+	}
+	if version >= snapVersion {
+		cids := make([]string, 0, len(s.clients))
+		for id := range s.clients {
+			cids = append(cids, id)
+		}
+		sort.Strings(cids)
+		w.u32(uint32(len(cids)))
+		for _, id := range cids {
+			w.u16(uint16(len(id)))
+			w.write([]byte(id))
+			w.u32(uint32(len(s.clients[id])))
+			w.write(s.clients[id])
+		}
 	}
 	w.u64(uint64(s.view.Len()))
 	s.view.Range(func(k table.Key, v table.Value) bool {
@@ -544,7 +604,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	r := &snapReader{r: bufio.NewReaderSize(rc, 1<<20), crc: crc32.New(crcTable)}
 	var magic [5]byte
 	r.read(magic[:])
-	if r.err == nil && (string(magic[:4]) != snapMagic || magic[4] != snapVersion) {
+	if r.err == nil && (string(magic[:4]) != snapMagic || magic[4] != snapVersion && magic[4] != snapVersionNoClients) {
 		return fmt.Errorf("%w: bad header", errCorruptSnapshot)
 	}
 	now := int64(r.u64())
@@ -595,6 +655,22 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		rule := r.str(MaxRuleLen)
 		rules[rule] = r.u64()
 	}
+	clients := map[string][]byte{}
+	if magic[4] >= snapVersion {
+		ncl := r.u32()
+		for i := uint32(0); i < ncl && r.err == nil; i++ {
+			id := r.str(MaxClientIDLen)
+			size := r.u32()
+			if r.err == nil && (size == 0 || size > MaxClientBytes || !ValidClientID(id)) {
+				return fmt.Errorf("%w: client %q of %d bytes", errCorruptSnapshot, id, size)
+			}
+			if r.err == nil {
+				d := make([]byte, size)
+				r.read(d)
+				clients[id] = d
+			}
+		}
+	}
 	n := r.u64()
 	if r.err == nil && n > 1<<34 {
 		return fmt.Errorf("%w: %d entries", errCorruptSnapshot, n)
@@ -626,7 +702,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 
 	f.mu.Lock()
 	f.tbl.Store(t)
-	f.ids, f.revoked, f.members, f.policy, f.now, f.dedupe, f.rules = ids, revoked, members, pol, now, dedupe, rules
+	f.ids, f.revoked, f.members, f.clients, f.policy, f.now, f.dedupe, f.rules = ids, revoked, members, clients, pol, now, dedupe, rules
 	f.regions.Store(&regions)
 	cb := f.onPolicy
 	f.mu.Unlock()

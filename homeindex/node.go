@@ -383,6 +383,24 @@ func (n *Node) Revoke(ctx context.Context, sessionID string, expires time.Time) 
 	return n.submit(ctx, &command{Op: opRevoke, Keys: []Key{sessionKey(sessionID)}, Expires: expires.UnixMilli()})
 }
 
+// SetClient registers or replaces an OAuth client's metadata (not personal
+// data), replicated to every region and router.
+func (n *Node) SetClient(ctx context.Context, id string, metadata []byte) error {
+	return n.submit(ctx, &command{Op: opSetClient, ID: id, Data: metadata})
+}
+
+// DeleteClient removes an OAuth client.
+func (n *Node) DeleteClient(ctx context.Context, id string) error {
+	return n.submit(ctx, &command{Op: opDeleteClient, ID: id})
+}
+
+// Client returns an OAuth client's metadata from the local replica. The
+// slice must not be modified.
+func (n *Node) Client(id string) ([]byte, bool) { return n.fsm.client(id) }
+
+// ClientIDs lists the registered OAuth clients (local replica), sorted.
+func (n *Node) ClientIDs() []string { return n.fsm.clientIDs() }
+
 // IsRevoked reports whether the local replica has a live revocation of the
 // session.
 func (n *Node) IsRevoked(sessionID string) bool {
