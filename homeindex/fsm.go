@@ -41,7 +41,7 @@ type fsm struct {
 	revoked map[Key]int64 // session key → expiry (unix ms)
 	members map[string]string
 	clients map[string][]byte // OAuth client id → metadata
-	now     int64 // unix ms of the latest applied entry (leader's clock)
+	now     int64             // unix ms of the latest applied entry (leader's clock)
 	// dedupe remembers the result of every request id applied in the last
 	// dedupeWindow (by log time), so a retry of a request whose reply was
 	// lost returns the first result instead of applying twice.
@@ -425,7 +425,7 @@ const (
 	// snapVersionNoClients is the previous format, still read: it has
 	// no clients section.
 	snapVersionNoClients = 3
-	entrySize   = 16 + 2 + 4 + 6
+	entrySize            = 16 + 2 + 4 + 6
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
