@@ -318,7 +318,7 @@ func run(ctx context.Context, cfg config) (err error) {
 			res.Target, res.Round = r.Target, round
 			r.Runs = append(r.Runs, res)
 			logf("round %d/%d %-8s %9.0f req/s  p50 %-8s p99 %-8s non-2xx %d  socket errors %d  other CPU %.0f%%",
-				round, cfg.Rounds, r.Target, res.RPS, fmtDur(res.P50), fmtDur(res.P99), res.Non2xx, res.SocketErrors.total(), res.OtherCPU)
+				round, cfg.Rounds, r.Target, res.RPS, fmtDur(res.P50), fmtDur(res.P99), res.Non2xx, res.SocketErrors.Total(), res.OtherCPU)
 		}
 	}
 	for _, r := range rep.Rows {
@@ -373,7 +373,7 @@ func (r *row) summarize() {
 		p50 = append(p50, run.P50)
 		p99 = append(p99, run.P99)
 		r.Non2xx += run.Non2xx
-		r.SocketErrs += run.SocketErrors.total()
+		r.SocketErrs += run.SocketErrors.Total()
 		for k, v := range run.Router {
 			if r.RouterCounters == nil {
 				r.RouterCounters = map[string]float64{}

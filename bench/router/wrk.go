@@ -1,18 +1,16 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"math"
 	"os"
 	"os/exec"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/domicile/domicile/internal/wrk"
 )
 
 // writeLuaScript writes the wrk script: init() turns the request list into
@@ -81,17 +79,9 @@ func isPrintableASCII(s string) bool {
 
 // wrkResult is one wrk run against one target.
 type wrkResult struct {
-	Target       string        `json:"target"`
-	Round        int           `json:"round"`
-	Requests     int64         `json:"requests"`
-	RPS          float64       `json:"requests_per_sec"`
-	P50          time.Duration `json:"p50_ns"`
-	P75          time.Duration `json:"p75_ns"`
-	P90          time.Duration `json:"p90_ns"`
-	P99          time.Duration `json:"p99_ns"`
-	Non2xx       int64         `json:"non_2xx_3xx"`
-	SocketErrors socketErrors  `json:"socket_errors"`
-	Output       string        `json:"wrk_output"`
+	Target string `json:"target"`
+	Round  int    `json:"round"`
+	wrk.Result
 	// Router: for the domicile target, its /metrics counters during the
 	// run ("code 200", "source index", ...).
 	Router map[string]float64 `json:"router_counters,omitempty"`
@@ -99,15 +89,6 @@ type wrkResult struct {
 	// in % of one CPU (-1: unknown).
 	OtherCPU float64 `json:"other_cpu_pct"`
 }
-
-type socketErrors struct {
-	Connect int64 `json:"connect"`
-	Read    int64 `json:"read"`
-	Write   int64 `json:"write"`
-	Timeout int64 `json:"timeout"`
-}
-
-func (s socketErrors) total() int64 { return s.Connect + s.Read + s.Write + s.Timeout }
 
 type wrkOptions struct {
 	bin         string
@@ -118,11 +99,7 @@ type wrkOptions struct {
 
 // runWrk runs `wrk -tT -cC -dD --latency -s script url` and parses its report.
 func runWrk(ctx context.Context, cs *children, o wrkOptions, url string, d time.Duration) (wrkResult, error) {
-	secs := int(d.Round(time.Second) / time.Second)
-	args := []string{
-		"-t" + strconv.Itoa(o.threads), "-c" + strconv.Itoa(o.connections), "-d" + strconv.Itoa(secs) + "s",
-		"--latency", "-s", o.script, url,
-	}
+	args := wrk.Options{Script: o.script, Threads: o.threads, Connections: o.connections, Duration: d}.Args(url)
 	cmd := exec.CommandContext(ctx, o.bin, args...)
 	setChildAttrs(cmd)
 	var stdout, stderr bytes.Buffer
@@ -135,64 +112,10 @@ func runWrk(ctx context.Context, cs *children, o wrkOptions, url string, d time.
 		return wrkResult{}, fmt.Errorf("wrk %s: %w: %s%s", strings.Join(args, " "), err, stderr.String(), stdout.String())
 	}
 	other := cpu.other(cmd)
-	res, err := parseWrk(stdout.String())
-	res.OtherCPU = other
+	res, err := wrk.Parse(stdout.String())
+	out := wrkResult{Result: res, OtherCPU: other}
 	if err != nil {
-		return res, fmt.Errorf("wrk %s: %w\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+		return out, fmt.Errorf("wrk %s: %w\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
 	}
-	return res, nil
-}
-
-var (
-	reRPS      = regexp.MustCompile(`(?m)^Requests/sec:\s+([0-9.]+)`)
-	reTotal    = regexp.MustCompile(`(?m)^\s*(\d+) requests in `)
-	rePct      = regexp.MustCompile(`(?m)^\s+(50|75|90|99)%\s+([0-9.]+)(us|ms|s|m|h)\s*$`)
-	reSocket   = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
-	reNon2xx   = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
-	wrkTimeMul = map[string]float64{"us": 1e3, "ms": 1e6, "s": 1e9, "m": 60e9, "h": 3600e9}
-)
-
-// parseWrk reads wrk's text report (wrk 4.x with --latency).
-func parseWrk(out string) (wrkResult, error) {
-	r := wrkResult{Output: out}
-	m := reRPS.FindStringSubmatch(out)
-	if m == nil {
-		return r, errors.New("no Requests/sec line in wrk output")
-	}
-	r.RPS, _ = strconv.ParseFloat(m[1], 64)
-	if m = reTotal.FindStringSubmatch(out); m != nil {
-		r.Requests, _ = strconv.ParseInt(m[1], 10, 64)
-	}
-	found := 0
-	sc := bufio.NewScanner(strings.NewReader(out))
-	for sc.Scan() {
-		m := rePct.FindStringSubmatch(sc.Text())
-		if m == nil {
-			continue
-		}
-		v, _ := strconv.ParseFloat(m[2], 64)
-		d := time.Duration(math.Round(v * wrkTimeMul[m[3]]))
-		switch m[1] {
-		case "50":
-			r.P50 = d
-		case "75":
-			r.P75 = d
-		case "90":
-			r.P90 = d
-		case "99":
-			r.P99 = d
-		}
-		found++
-	}
-	if found < 4 {
-		return r, errors.New("no latency distribution in wrk output (was --latency passed?)")
-	}
-	if m = reSocket.FindStringSubmatch(out); m != nil {
-		p := func(s string) int64 { n, _ := strconv.ParseInt(s, 10, 64); return n }
-		r.SocketErrors = socketErrors{p(m[1]), p(m[2]), p(m[3]), p(m[4])}
-	}
-	if m = reNon2xx.FindStringSubmatch(out); m != nil {
-		r.Non2xx, _ = strconv.ParseInt(m[1], 10, 64)
-	}
-	return r, nil
+	return out, nil
 }
