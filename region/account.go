@@ -139,7 +139,12 @@ func (s *Server) auditAfterDetail(c echo.Context, actor, action, subject string,
 // Wait waits for the audit entries and other writes the server does after
 // answering; call it after the HTTP server has stopped, before closing the
 // store.
-func (s *Server) Wait() { s.bg.Wait() }
+func (s *Server) Wait() {
+	s.bg.Wait()
+	if s.oidc != nil {
+		s.oidc.Close() // back-channel logouts in flight
+	}
+}
 
 type tokenRequest struct {
 	Token    string `json:"token"`
@@ -420,6 +425,7 @@ func (s *Server) deleteAccount(c echo.Context) error {
 		return err
 	}
 	_ = s.cfg.Sessions.Delete(ctx, sess.ID)
+	s.revokeSession(ctx, sess.ID, sess.ExpiresAt)
 	s.audit(c, u.ID, "user.deleted", u.ID, nil)
 	clearSessionCookie(c)
 	return c.NoContent(http.StatusNoContent)

@@ -148,8 +148,10 @@ func (s *Server) checkSecondFactor(c echo.Context, id, code, recoveryCode string
 }
 
 // openSession logs the user in: a session in the store and a signed
-// session token, set as the session cookie and returned.
-func (s *Server) openSession(c echo.Context, u store.User) (string, session.Session, error) {
+// session token, set as the session cookie and returned. method is how
+// the user authenticated ("password", "mfa", "passkey", "passkey_uv"); the
+// token carries it as RFC 8176 "amr" values, for ID tokens.
+func (s *Server) openSession(c echo.Context, u store.User, method string) (string, session.Session, error) {
 	sid, err := session.NewID()
 	if err != nil {
 		return "", session.Session{}, err
@@ -159,7 +161,7 @@ func (s *Server) openSession(c echo.Context, u store.User) (string, session.Sess
 	if err := s.cfg.Sessions.Put(c.Request().Context(), sess); err != nil {
 		return "", sess, fmt.Errorf("login: store session: %w", err)
 	}
-	token, err := s.issuer.Issue(session.Claims{Subject: u.ID, Home: s.cfg.Name, SessionID: sid, IssuedAt: now, Expiry: sess.ExpiresAt})
+	token, err := s.issuer.Issue(session.Claims{Subject: u.ID, Home: s.cfg.Name, SessionID: sid, IssuedAt: now, Expiry: sess.ExpiresAt, AMR: amrOf(method)})
 	if err != nil {
 		return "", sess, fmt.Errorf("login: issue session token: %w", err)
 	}
@@ -170,6 +172,23 @@ func (s *Server) openSession(c echo.Context, u store.User) (string, session.Sess
 		HttpOnly: true, Secure: secure(c), SameSite: http.SameSiteLaxMode,
 	})
 	return token, sess, nil
+}
+
+// amrOf gives the RFC 8176 authentication method references of a login
+// method: a password; a password and a one-time code; a passkey (a
+// hardware-bound key), with user verification two factors in one.
+func amrOf(method string) []string {
+	switch method {
+	case "password":
+		return []string{"pwd"}
+	case "mfa":
+		return []string{"pwd", "otp", "mfa"}
+	case methodPasskey:
+		return []string{"hwk"}
+	case methodPasskeyUV:
+		return []string{"hwk", "user", "mfa"}
+	}
+	return nil
 }
 
 // resetPassword sets a new password (already checked against the policy)

@@ -206,7 +206,7 @@ func (s *Server) loginMFA(c echo.Context) error {
 // startSession logs the user in (openSession) and answers with the session
 // token.
 func (s *Server) startSession(c echo.Context, u store.User, method string) error {
-	token, sess, err := s.openSession(c, u)
+	token, sess, err := s.openSession(c, u, method)
 	if err != nil {
 		return err
 	}

@@ -38,6 +38,7 @@ import (
 
 	"github.com/domicile/domicile/homeindex"
 	"github.com/domicile/domicile/internal/problem"
+	"github.com/domicile/domicile/region/oidc"
 	"github.com/domicile/domicile/region/store"
 	"github.com/domicile/domicile/session"
 )
@@ -571,11 +572,27 @@ func (p *pages) signup(c echo.Context) error {
 
 // --- login -----------------------------------------------------------------
 
+// loginForm shows the login page (step one). With return_to (an
+// authorization request waiting for a login) it keeps the address for
+// after the login, or goes back at once if the browser has a session and
+// the request does not ask for a new login (prompt=login); login_hint
+// prefills the email address.
 func (p *pages) loginForm(c echo.Context) error {
-	if _, err := p.s.authenticated(c); err == nil {
+	ret := returnPath(c.QueryParam("return_to"))
+	if ret != "" {
+		setReturn(c, ret)
+	}
+	if _, err := p.s.authenticated(c); err == nil && c.QueryParam("prompt") != "login" {
+		if ret != "" {
+			takeReturn(c)
+			return redirect(c, ret)
+		}
 		return redirect(c, "/ui/account")
 	}
 	d := &pageData{Title: "Sign in", Step: "identify"}
+	if hint, err := homeindex.NormalizeEmail(c.QueryParam("login_hint")); err == nil {
+		d.Email = hint
+	}
 	switch {
 	case c.QueryParam("signed_out") != "":
 		d.Notice = "You have signed out."
@@ -643,7 +660,7 @@ func (p *pages) login(c echo.Context) error {
 		}
 		return p.render(c, http.StatusOK, "login_mfa.html", &pageData{Title: "Two-step verification", MFAToken: tok})
 	}
-	return p.openSession(c, u)
+	return p.openSession(c, u, "password")
 }
 
 // loginMFA is Server.loginMFA for the form.
@@ -668,16 +685,71 @@ func (p *pages) loginMFA(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("login: %w", err)
 	}
-	return p.openSession(c, u)
+	return p.openSession(c, u, "mfa")
 }
 
 // openSession logs the user in (Server.openSession) and answers with a
-// redirect to the account page.
-func (p *pages) openSession(c echo.Context, u store.User) error {
-	if _, _, err := p.s.openSession(c, u); err != nil {
+// redirect to where the login was asked for (an authorization request
+// waiting for it, see loginForm), or to the account page.
+func (p *pages) openSession(c echo.Context, u store.User, method string) error {
+	if _, _, err := p.s.openSession(c, u, method); err != nil {
 		return err
 	}
+	if to := takeReturn(c); to != "" {
+		return redirect(c, to)
+	}
 	return redirect(c, "/ui/account")
+}
+
+// --- return to an authorization request --------------------------------
+//
+// The OpenID Provider sends a browser without a session to the login page
+// with return_to, the authorization request to come back to. The login
+// takes several forms and may cross regions (the identifier-first step is
+// served by the nearest region, the rest by the user's home), so the
+// address is kept in a short-lived cookie of the pages (every region is
+// the same site), read once the session is open. It holds no personal
+// data: login_hint is left out of it.
+
+// ReturnCookie holds the authorization request a login returns to.
+const ReturnCookie = "domicile_return"
+
+// returnTTL bounds how long a login may take to come back.
+const returnTTL = 15 * time.Minute
+
+// maxReturnLen bounds the address kept.
+const maxReturnLen = 4096
+
+// returnPath returns raw if it is an address a login may return to: the
+// authorization endpoint of this service, with its query; "" otherwise.
+func returnPath(raw string) string {
+	if raw == "" || len(raw) > maxReturnLen || strings.ContainsAny(raw, "\\\r\n") {
+		return ""
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Path != oidc.PathAuthorize || u.Fragment != "" || !strings.HasPrefix(raw, oidc.PathAuthorize+"?") {
+		return ""
+	}
+	return raw
+}
+
+func setReturn(c echo.Context, to string) {
+	c.SetCookie(&http.Cookie{Name: ReturnCookie, Value: base64.RawURLEncoding.EncodeToString([]byte(to)), Path: "/ui/",
+		MaxAge: int(returnTTL.Seconds()), HttpOnly: true, Secure: secure(c), SameSite: http.SameSiteLaxMode})
+}
+
+// takeReturn reads and clears the return address, if there is a valid one.
+func takeReturn(c echo.Context) string {
+	ck, err := c.Cookie(ReturnCookie)
+	if err != nil {
+		return ""
+	}
+	c.SetCookie(&http.Cookie{Name: ReturnCookie, Value: "", Path: "/ui/", MaxAge: -1, HttpOnly: true, Secure: secure(c), SameSite: http.SameSiteLaxMode})
+	b, err := base64.RawURLEncoding.DecodeString(ck.Value)
+	if err != nil {
+		return ""
+	}
+	return returnPath(string(b))
 }
 
 // logout ends the session: deleted from the store, the cookie cleared.
@@ -685,6 +757,15 @@ func (p *pages) logout(c echo.Context) error {
 	sess := pageSession(c)
 	if err := p.s.cfg.Sessions.Delete(c.Request().Context(), sess.ID); err != nil {
 		return fmt.Errorf("logout: %w", err)
+	}
+	if p.s.oidc != nil {
+		// The tokens issued in the session, the global revocation and
+		// the clients' back-channel logout.
+		if err := p.s.oidc.EndSession(c.Request().Context(), sess.ID, sess.UserID); err != nil {
+			p.s.log.Error("logout: end the session's tokens", "err", err)
+		}
+	} else {
+		p.s.revokeSession(c.Request().Context(), sess.ID, sess.ExpiresAt)
 	}
 	p.s.audit(c, sess.UserID, "user.logout", sess.UserID, nil)
 	clearSessionCookie(c)
@@ -1025,6 +1106,7 @@ func (p *pages) deleteAccount(c echo.Context) error {
 		return err
 	}
 	_ = p.s.cfg.Sessions.Delete(ctx, sess.ID)
+	p.s.revokeSession(ctx, sess.ID, sess.ExpiresAt)
 	p.s.audit(c, u.ID, "user.deleted", u.ID, nil)
 	clearSessionCookie(c)
 	return p.render(c, http.StatusOK, "message.html", &pageData{Title: "Account deleted",

@@ -193,7 +193,11 @@ func (p *pages) passkeyLoginFinish(c echo.Context) error {
 			return p.render(c, http.StatusOK, "login_mfa.html", &pageData{Title: "Two-step verification", MFAToken: tok})
 		}
 	}
-	return p.openSession(c, u)
+	method := methodPasskey
+	if uv {
+		method = methodPasskeyUV
+	}
+	return p.openSession(c, u, method)
 }
 
 // pageDateOf formats a time for the pages (UTC).

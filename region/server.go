@@ -25,6 +25,7 @@ import (
 	"github.com/domicile/domicile/internal/problem"
 	"github.com/domicile/domicile/internal/routesig"
 	"github.com/domicile/domicile/region/mail"
+	"github.com/domicile/domicile/region/oidc"
 	"github.com/domicile/domicile/region/store"
 	"github.com/domicile/domicile/session"
 )
@@ -36,6 +37,29 @@ type Index interface {
 	// region (from the router), kept as a count in the index.
 	ClaimByRule(ctx context.Context, keys []homeindex.Key, region, owner, rule string) error
 	Release(ctx context.Context, keys []homeindex.Key, owner string) error
+}
+
+// SessionRevoker is implemented by an Index that can revoke sessions
+// globally (*homeindex.Client does): Revoke(sid, until) makes every router
+// reject the session's tokens from its commit on.
+type SessionRevoker interface {
+	Revoke(ctx context.Context, sessionID string, until time.Time) error
+}
+
+// revokeSession revokes a session globally, if the index can, and waits
+// for the commit: when a logout answers, the routers reject the session.
+// A failure is logged (the session is already gone from this region's
+// store, so the region refuses it in any case).
+func (s *Server) revokeSession(ctx context.Context, sid string, until time.Time) {
+	r, ok := s.cfg.Index.(SessionRevoker)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := r.Revoke(ctx, sid, until); err != nil {
+		s.log.Error("global logout: revoke in the home index", "err", err)
+	}
 }
 
 // Users is the part of the regional store the HTTP layer needs.
@@ -84,6 +108,15 @@ type Config struct {
 	// RPOrigins are the origins (scheme://host[:port]) the hosted pages
 	// are served from, on RPID or a subdomain of it. Default: PublicURL's.
 	RPOrigins []string
+	// OIDC configures the OpenID Provider (keys, state, clients, optional
+	// hooks); nil turns the protocol endpoints off. The region fills in
+	// the rest: its name, PublicURL as the issuer, Accounts as the users,
+	// Sessions and its session verifier. OIDC.Clients defaults to
+	// ClientAdmin.
+	OIDC *oidc.Config
+	// ClientAdmin is the client registry the admin API writes
+	// (/admin/v1/clients; *store.DB); nil turns that API off.
+	ClientAdmin ClientAdmin
 }
 
 // HeaderRegion names, on every response, the region that served it.
@@ -121,6 +154,8 @@ type Server struct {
 	webauthn   *webauthn.WebAuthn
 	ceremonies *ceremonies
 	passkeyOps *prometheus.CounterVec
+	// oidc is the OpenID Provider (nil when not configured).
+	oidc *oidc.Provider
 }
 
 // New builds a regional server.
@@ -210,6 +245,29 @@ func New(cfg Config) (*Server, error) {
 		}, []string{"outcome"}),
 	}
 	s.metrics.Register(s.signups, s.logins, s.refused, s.passkeyOps)
+	if cfg.OIDC != nil {
+		oc := *cfg.OIDC
+		oc.Region, oc.Issuer = cfg.Name, cfg.PublicURL
+		oc.Users, oc.Sessions, oc.OwnSessions = cfg.Accounts, cfg.Sessions, own
+		oc.SessionCookie, oc.LoginPath = SessionCookie, "/ui/login"
+		if oc.Clients == nil && cfg.ClientAdmin != nil {
+			oc.Clients = cfg.ClientAdmin
+		}
+		if oc.Logger == nil {
+			oc.Logger = s.log
+		}
+		if oc.OnLogout == nil {
+			// Global logout: every router rejects the session from the
+			// commit of the revocation on. A session token lives no longer
+			// than SessionTTL after the session began.
+			oc.OnLogout = func(ctx context.Context, l oidc.Logout) {
+				s.revokeSession(ctx, l.SessionID, l.At.Add(cfg.SessionTTL))
+			}
+		}
+		if s.oidc, err = oidc.New(oc); err != nil {
+			return nil, fmt.Errorf("region: %w", err)
+		}
+	}
 
 	e := httpserver.NewEcho(s.log, s.metrics)
 	e.Use(s.requireRoute)
@@ -246,12 +304,32 @@ func New(cfg Config) (*Server, error) {
 	e.PATCH("/passkeys/:id", s.renamePasskey)
 	e.DELETE("/passkeys/:id", s.deletePasskey)
 	s.registerPages(e)
+	if s.oidc != nil {
+		// The protocol endpoints (op's router), routed like the rest; the
+		// signing keys are public, as the session keys are.
+		h := echo.WrapHandler(s.oidc.Handler())
+		e.Any("/oauth2/*", h)
+		e.Any(oidc.PathUserinfo, h)
+		e.GET(oidc.PathDiscovery, h)
+		e.GET("/internal/oidc-keys", s.oidcKeys)
+	}
 	admin := e.Group("/admin/v1", s.adminAuth)
 	admin.GET("/users", s.adminListUsers)
 	admin.GET("/users/:id", s.adminGetUser)
 	admin.POST("/users/:id/disable", s.adminDisable)
 	admin.DELETE("/users/:id/mfa", s.adminResetMFA)
 	admin.DELETE("/users/:id", s.adminDeleteUser)
+	if cfg.ClientAdmin != nil {
+		admin.POST("/clients", s.adminCreateClient)
+		admin.GET("/clients", s.adminListClients)
+		admin.GET("/clients/:id", s.adminGetClient)
+		admin.PUT("/clients/:id", s.adminUpdateClient)
+		admin.POST("/clients/:id/secret", s.adminRotateClientSecret)
+		admin.DELETE("/clients/:id", s.adminDeleteClient)
+	}
+	if s.oidc != nil {
+		admin.POST("/oidc/keys/rotate", s.adminRotateOIDCKey)
+	}
 	s.echo = e
 	return s, nil
 }
@@ -262,6 +340,24 @@ func (s *Server) sessionKeys(c echo.Context) error {
 	c.Response().Header().Set("Cache-Control", "max-age=60")
 	return c.Blob(http.StatusOK, "application/jwk-set+json", s.jwks)
 }
+
+// oidcKeys serves the public keys of this region's OpenID signing keys (a
+// JWKS of every key not yet retired: the signer and those whose tokens may
+// still be valid), which the routers merge into the union JWKS.
+func (s *Server) oidcKeys(c echo.Context) error {
+	if err := s.oidc.Keys().Reload(); err != nil {
+		s.log.Warn("oidc: reload keys", "err", err)
+	}
+	b, err := s.oidc.Keys().JWKS(time.Now())
+	if err != nil {
+		return fmt.Errorf("oidc keys: %w", err)
+	}
+	c.Response().Header().Set("Cache-Control", "max-age=60")
+	return c.Blob(http.StatusOK, "application/jwk-set+json", b)
+}
+
+// OIDC returns the OpenID Provider, nil if none is configured.
+func (s *Server) OIDC() *oidc.Provider { return s.oidc }
 
 // Handler is the server's HTTP handler.
 func (s *Server) Handler() http.Handler { return s.echo }

@@ -47,7 +47,7 @@ const maxOwnBody = 4 << 20
 // rather than forwarding it.
 func ownRoute(path []byte) bool {
 	switch string(path) {
-	case "/healthz", "/readyz", "/metrics":
+	case "/healthz", "/readyz", "/metrics", pathDiscovery, pathJWKS, pathSessionKeys:
 		return true
 	}
 	return bytes.HasPrefix(path, []byte("/admin/")) || bytes.HasPrefix(path, []byte("/internal/"))
@@ -78,8 +78,13 @@ func (rt *Router) serveFast(ctx *fasthttp.RequestCtx) {
 	rt.forward(ctx)
 }
 
-// fail writes a problem document.
+// fail writes a problem document (an OAuth error on the endpoints routed
+// by a token, whose clients expect one).
 func (rt *Router) fail(ctx *fasthttp.RequestCtx, p *problem.Problem) {
+	if k := oauthKindOf(ctx.Path()); k.byToken() {
+		rt.failOAuth(ctx, k, oauthErrorOf(p))
+		return
+	}
 	if p.Type == "" {
 		p.Type = "about:blank"
 	}
@@ -121,6 +126,14 @@ type identity struct {
 	// link's token. It only picks where a request without a session or an
 	// identifier goes; a region refuses anything it did not issue.
 	hint []byte
+	// form: the body was read and is a form (ctx.PostArgs may be used).
+	form bool
+	// sso: an authorization request with prompt=none, which goes to the
+	// local region if the session is live.
+	sso bool
+	// idTokenHint is the id_token_hint of a logout request: its sub names
+	// the home region when the session does not.
+	idTokenHint []byte
 }
 
 // readBody reads a request body of at most limit bytes into memory (the
@@ -208,11 +221,7 @@ func (rt *Router) identify(ctx *fasthttp.RequestCtx, p *fastjson.Parser) (identi
 	}
 	id.hint = ctx.QueryArgs().Peek("home")
 	if !h.IsGet() && !h.IsHead() && h.ContentLength() != 0 {
-		ct := h.ContentType()
-		if i := bytes.IndexByte(ct, ';'); i >= 0 {
-			ct = ct[:i]
-		}
-		ct = bytes.TrimSpace(ct)
+		ct := mediaType(h)
 		var body []byte
 		switch {
 		case bytes.EqualFold(ct, []byte("application/json")):
@@ -257,6 +266,7 @@ func (rt *Router) identify(ctx *fasthttp.RequestCtx, p *fastjson.Parser) (identi
 			if !validPercent(b) {
 				return id, problem.New(fasthttp.StatusBadRequest, "body: invalid percent-encoding")
 			}
+			id.form = true
 			args := ctx.PostArgs()
 			for k, v := range args.All() {
 				if !isIDField(k) {
@@ -293,6 +303,34 @@ func (rt *Router) identify(ctx *fasthttp.RequestCtx, p *fastjson.Parser) (identi
 	return id, nil
 }
 
+// mediaType is the media type of a request's body, without parameters.
+func mediaType(h *fasthttp.RequestHeader) []byte {
+	ct := h.ContentType()
+	if i := bytes.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	return bytes.TrimSpace(ct)
+}
+
+// readForm reads a form body (up to MaxBodyBytes), as identify does, for
+// the endpoints routed by a token: they carry no identifier.
+func (rt *Router) readForm(ctx *fasthttp.RequestCtx) (identity, *problem.Problem) {
+	var id identity
+	h := &ctx.Request.Header
+	if h.IsGet() || h.IsHead() || h.ContentLength() == 0 || !bytes.EqualFold(mediaType(h), []byte("application/x-www-form-urlencoded")) {
+		return id, nil
+	}
+	b, perr := readBody(ctx, rt.cfg.MaxBodyBytes)
+	if perr != nil {
+		return id, perr
+	}
+	if !validPercent(b) {
+		return id, problem.New(fasthttp.StatusBadRequest, "body: invalid percent-encoding")
+	}
+	id.form = true
+	return id, nil
+}
+
 // resolution is where a request goes and why.
 type resolution struct {
 	region string
@@ -308,8 +346,18 @@ func (rt *Router) resolveID(id *identity, client netip.Addr, now time.Time) (res
 	if len(id.token) > 0 && rt.cfg.Sessions != nil {
 		if c, err := rt.cfg.Sessions.Verify(string(id.token), now); err == nil {
 			if _, ok := rt.pools[c.Home]; ok {
+				if id.sso && rt.cfg.LocalRegion != "" && c.Home != rt.cfg.LocalRegion {
+					// SSO of a travelling user: answered from the
+					// session alone, where the user is.
+					return resolution{region: rt.cfg.LocalRegion, source: srcLocal}, nil
+				}
 				return resolution{region: c.Home, source: srcSession}, nil
 			}
+		}
+	}
+	if len(id.idTokenHint) > 0 {
+		if pl := rt.bySub(id.idTokenHint); pl != nil {
+			return resolution{region: pl.name, source: srcToken}, nil
 		}
 	}
 	if id.hasID {
@@ -453,9 +501,19 @@ var reqCounter atomic.Uint64
 // forward resolves the home region of a request and sends it there.
 func (rt *Router) forward(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
-	p := rt.parsers.Get()
-	id, perr := rt.identify(ctx, p)
-	rt.parsers.Put(p)
+	kind := oauthKindOf(ctx.Path())
+	var (
+		id   identity
+		perr *problem.Problem
+	)
+	if kind.byToken() {
+		// Routed by a token: no identifier to look for.
+		id, perr = rt.readForm(ctx)
+	} else {
+		p := rt.parsers.Get()
+		id, perr = rt.identify(ctx, p)
+		rt.parsers.Put(p)
+	}
 	if perr != nil {
 		rt.fail(ctx, perr)
 		return
@@ -468,10 +526,25 @@ func (rt *Router) forward(ctx *fasthttp.RequestCtx) {
 			return
 		}
 	}
-	res, perr := rt.resolveID(&id, client, start)
-	if perr != nil {
-		rt.fail(ctx, perr)
-		return
+	var res resolution
+	switch {
+	case kind.byToken():
+		var oerr *oauthError
+		if res, oerr = rt.resolveByToken(ctx, kind, &id, client); oerr != nil {
+			rt.failOAuth(ctx, kind, oerr)
+			return
+		}
+	default:
+		switch kind {
+		case oauthAuthorize:
+			id.sso = rt.cfg.LocalRegion != "" && len(id.token) > 0 && promptNone(ctx, id.form)
+		case oauthLogout:
+			id.idTokenHint = idTokenHint(ctx, id.form)
+		}
+		if res, perr = rt.resolveID(&id, client, start); perr != nil {
+			rt.fail(ctx, perr)
+			return
+		}
 	}
 	pl := rt.pools[res.region]
 	if pl == nil {

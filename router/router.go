@@ -82,6 +82,30 @@ type Config struct {
 	AdminToken string
 	// Policies receives policies put through the admin API.
 	Policies PolicyStore
+
+	// Issuer is the OpenID Connect issuer: the global public URL
+	// (https://id.example.com, no path), the same on every router and
+	// region. The router serves the discovery document and the union JWKS
+	// of every region's OIDC keys under it. Empty: it serves neither
+	// (404).
+	Issuer string
+	// LocalRegion is the region this router runs in (one of Regions).
+	// Identity-only operations go there instead of to the user's home:
+	// SSO (GET /oauth2/authorize with prompt=none) on a live session, and
+	// client-credentials grants. Empty: SSO goes home, client credentials
+	// to the region the policy gives the client's address.
+	LocalRegion string
+	// Revoked reports whether a session was revoked (global logout); it is
+	// consulted on every session-token check, cached or not. Nil: the
+	// Index's IsRevoked method if it has one (the home index replica
+	// does). Ignored if Sessions is set.
+	Revoked func(sid string) bool
+}
+
+// revocations is the part of the home index replica that knows revoked
+// sessions.
+type revocations interface {
+	IsRevoked(sessionID string) bool
 }
 
 // SessionVerifier verifies a session token offline.
@@ -105,6 +129,10 @@ type Router struct {
 	instance string            // prefix of the request ids this router makes
 	keys     *session.Verifier // nil if Config.Sessions was given
 	routes   map[string]string // path → route label
+	oidc     *oidcState        // nil without Config.Issuer
+	// keysEvery is how often the session and OIDC keys of every region
+	// are re-read (keysRefresh; tests shorten it).
+	keysEvery time.Duration
 
 	resolutions *prometheus.CounterVec
 	statuses    *prometheus.CounterVec
@@ -136,6 +164,16 @@ func New(cfg Config) (*Router, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	issuer, err := checkIssuer(cfg.Issuer)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Issuer = issuer
+	if cfg.LocalRegion != "" {
+		if _, ok := cfg.Regions[cfg.LocalRegion]; !ok {
+			return nil, fmt.Errorf("router: local_region: %q is not one of the regions", cfg.LocalRegion)
+		}
+	}
 	signer, err := routesig.NewSigner(cfg.RouteKey, cfg.Name)
 	if err != nil {
 		return nil, fmt.Errorf("router: route key: %w", err)
@@ -144,18 +182,19 @@ func New(cfg Config) (*Router, error) {
 	var inst [6]byte
 	_, _ = rand.Read(inst[:])
 	rt := &Router{
-		cfg:      cfg,
-		log:      cfg.Logger.With("router", cfg.Name),
-		metrics:  metrics.New("router", cfg.Name),
-		pools:    make(map[string]*pool),
-		signer:   signer,
-		health:   cfg.Health,
-		instance: base64.RawURLEncoding.EncodeToString(inst[:]) + "-",
-		upstream: make(map[string]prometheus.Observer),
-		stop:     make(chan struct{}),
+		cfg:       cfg,
+		log:       cfg.Logger.With("router", cfg.Name),
+		metrics:   metrics.New("router", cfg.Name),
+		pools:     make(map[string]*pool),
+		signer:    signer,
+		health:    cfg.Health,
+		instance:  base64.RawURLEncoding.EncodeToString(inst[:]) + "-",
+		keysEvery: keysRefresh,
+		upstream:  make(map[string]prometheus.Observer),
+		stop:      make(chan struct{}),
 		resolutions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "domicile_router_resolutions_total",
-			Help: "Forwarded requests by resolution source (session, index, email_domain, country, default, nearest, ...), home region and route.",
+			Help: "Forwarded requests by resolution source (session, index, email_domain, country, default, nearest, link, token, local, ...), region and route.",
 		}, []string{"source", "region", "route"}),
 		statuses: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "domicile_router_forward_responses_total",
@@ -163,8 +202,19 @@ func New(cfg Config) (*Router, error) {
 		}, []string{"code"}),
 	}
 	if cfg.Sessions == nil {
-		rt.keys = session.NewVerifier()
+		revoked := cfg.Revoked
+		if r, ok := cfg.Index.(revocations); ok && revoked == nil {
+			revoked = r.IsRevoked
+		}
+		var opts []session.VerifierOption
+		if revoked != nil {
+			opts = append(opts, session.WithRevoked(revoked))
+		}
+		rt.keys = session.NewVerifier(opts...)
 		rt.cfg.Sessions = rt.keys
+	}
+	if issuer != "" {
+		rt.oidc = newOIDCState(issuer)
 	}
 	if rt.limits, err = newLimiters(cfg.RateLimits); err != nil {
 		return nil, err
@@ -213,6 +263,9 @@ func New(cfg Config) (*Router, error) {
 
 	e := httpserver.NewEcho(rt.log, rt.metrics)
 	e.GET("/readyz", rt.readyz)
+	e.Match([]string{http.MethodGet, http.MethodHead}, pathDiscovery, rt.discovery)
+	e.Match([]string{http.MethodGet, http.MethodHead}, pathJWKS, rt.jwks)
+	e.Match([]string{http.MethodGet, http.MethodHead}, pathSessionKeys, rt.sessionKeys)
 	if cfg.IndexAPI != nil {
 		e.Any("/internal/index/*", echo.WrapHandler(cfg.IndexAPI))
 	}
@@ -266,8 +319,8 @@ func (rt *Router) routeLabel(path []byte) string {
 
 // knownRoutes are the forwarded paths counted under their own route label,
 // besides the credential endpoints.
-var knownRoutes = []string{"/authorize", "/oauth2/authorize", "/oauth2/token", "/userinfo", "/logout", "/account", "/account/export", "/profile",
-	"/verify-email", "/password/reset/confirm"}
+var knownRoutes = []string{"/authorize", pathAuthorize, pathToken, pathIntrospect, pathRevoke, pathUserinfo, pathLogout,
+	"/logout", "/account", "/account/export", "/profile", "/verify-email", "/password/reset/confirm"}
 
 // resolved returns the counter of a resolution source, route and region.
 func (rt *Router) resolved(source, route string, pl *pool) prometheus.Counter {
@@ -304,6 +357,9 @@ func (rt *Router) runLoops() {
 		}
 		if rt.keys != nil {
 			rt.wg.Go(func() { rt.keysLoop(pl, rt.keys) })
+		}
+		if rt.oidc != nil {
+			rt.wg.Go(func() { rt.oidcKeysLoop(pl) })
 		}
 	}
 }

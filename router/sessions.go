@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"time"
@@ -21,11 +22,21 @@ const keysRefresh = 30 * time.Second
 
 // fetchKeys reads the session keys of one node.
 func (n *node) fetchKeys(timeout time.Duration) ([]session.PublicKey, error) {
+	body, err := n.fetchInternal(KeysPath, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return session.ParseJWKS(body)
+}
+
+// fetchInternal GETs a document (at most 1 MiB) from one of the node's
+// internal endpoints.
+func (n *node) fetchInternal(path string, timeout time.Duration) ([]byte, error) {
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
-	req.SetRequestURI(n.url + KeysPath)
+	req.SetRequestURI(n.url + path)
 	req.Header.SetMethod(fasthttp.MethodGet)
 	if err := n.checks.DoTimeout(req, resp, timeout); err != nil {
 		return nil, err
@@ -37,7 +48,7 @@ func (n *node) fetchKeys(timeout time.Duration) ([]session.PublicKey, error) {
 	if resp.StatusCode() != fasthttp.StatusOK {
 		return nil, &statusError{resp.StatusCode()}
 	}
-	return session.ParseJWKS(body)
+	return bytes.Clone(body), nil // body belongs to resp
 }
 
 type statusError struct{ code int }
@@ -106,6 +117,6 @@ func (rt *Router) keysLoop(pl *pool, v *session.Verifier) {
 			wait = time.Second
 			continue
 		}
-		wait = keysRefresh
+		wait = rt.keysEvery
 	}
 }

@@ -50,8 +50,27 @@ type Config struct {
 	Database func(region string) store.Config
 	Sessions launch.SessionsConfig
 	Argon2   *region.Argon2Params
+	// OIDCClients are declared in every region (default: DemoClient).
+	OIDCClients []launch.OIDCClientConfig
 	Logger   *slog.Logger
 }
+
+// DemoClient is the OpenID client `domicile dev` declares in every region:
+// a confidential client for an app on http://localhost:9000 (or
+// 127.0.0.1:9000).
+var DemoClient = launch.OIDCClientConfig{
+	ID: "demo", Name: "Demo app", Secret: "demo-secret",
+	RedirectURIs:           []string{"http://localhost:9000/callback", "http://127.0.0.1:9000/callback"},
+	PostLogoutRedirectURIs: []string{"http://localhost:9000/", "http://127.0.0.1:9000/"},
+	GrantTypes:             []string{"authorization_code", "refresh_token", "client_credentials"},
+	Scopes:                 []string{"openid", "profile", "email", "offline_access"},
+}
+
+// LocalRegions are the regions the dev routers run "in" (router-1 is
+// eu-west, router-2 us-east, router-3 ap-southeast): where they send SSO
+// with prompt=none and client-credentials grants. A router whose local
+// region is not in the policy has none.
+var LocalRegions = [Routers]string{"eu-west", "us-east", "ap-southeast"}
 
 // Cluster is a running topology.
 type Cluster struct {
@@ -168,6 +187,10 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 		_, port, _ := net.SplitHostPort(l.Addr().String())
 		rpOrigins = append(rpOrigins, "http://localhost:"+port)
 	}
+	oidcClients := cfg.OIDCClients
+	if oidcClients == nil {
+		oidcClients = []launch.OIDCClientConfig{DemoClient}
+	}
 	for _, name := range c.RegionNames {
 		if err := os.MkdirAll(filepath.Join(cfg.DataDir, name), 0o700); err != nil {
 			return c, fmt.Errorf("dev: region %s: %w", name, err)
@@ -187,6 +210,8 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 			HTTPListener:   regionLns[name],
 			Logger:         cfg.Logger.With("node", name),
 			Argon2:         cfg.Argon2,
+			OIDCKeyFile:    filepath.Join(cfg.DataDir, name, "oidc-keys.json"),
+			OIDCClients:    oidcClients,
 		})
 		if err != nil {
 			return c, fmt.Errorf("dev: region %s: %w", name, err)
@@ -194,8 +219,14 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 		c.Regions[name] = r
 	}
 	for i := range Routers {
+		local := LocalRegions[i]
+		if _, ok := regionURLs[local]; !ok {
+			local = ""
+		}
 		r, err := launch.StartRouter(launch.RouterConfig{
 			Name:           peers[i].ID,
+			Issuer:         routerURLs[0],
+			LocalRegion:    local,
 			GeoIP:          geoFile,
 			Regions:        regionURLs,
 			TrustedProxies: cfg.TrustedProxies,

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/domicile/domicile/internal/httpserver"
 	"github.com/domicile/domicile/region"
 	"github.com/domicile/domicile/region/mail"
+	"github.com/domicile/domicile/region/oidc"
 	"github.com/domicile/domicile/region/store"
 	"github.com/domicile/domicile/session"
 )
@@ -54,12 +56,57 @@ type RegionConfig struct {
 	// and origin.
 	RPID      string   `yaml:"rp_id"`
 	RPOrigins []string `yaml:"rp_origins"`
+	// OIDCKeyFile holds the region's OpenID signing keys (EdDSA, kid
+	// "<region>-<n>", apart from the session key; created, mode 0600, on
+	// first start and shared by the region's nodes). Empty turns the
+	// OpenID Provider off.
+	OIDCKeyFile string `yaml:"oidc_key_file"`
+	// OIDCKeyRotation makes a new signing key this often (0: only through
+	// POST /admin/v1/oidc/keys/rotate). Set it on one node of a region.
+	OIDCKeyRotation time.Duration `yaml:"oidc_key_rotation"`
+	// OIDCClients are clients declared here, before the registry
+	// (development: a demo client).
+	OIDCClients []OIDCClientConfig `yaml:"oidc_clients"`
+	// SessionKeysURL is where the session keys of every region are
+	// fetched, to serve travelling users (default public_url +
+	// /.well-known/session-keys, the routers' union JWKS).
+	SessionKeysURL string `yaml:"session_keys_url"`
+	// OIDCKeysURL is the union of the regions' OpenID keys, for the
+	// id_token_hint of a logout signed by another region (default
+	// public_url + /oauth2/keys).
+	OIDCKeysURL string `yaml:"oidc_keys_url"`
 
 	SecretsValue *Secrets             `yaml:"-"`
 	Outbox       *mail.Outbox         `yaml:"-"` // used instead of Mail (dev)
 	HTTPListener net.Listener         `yaml:"-"`
 	Logger       *slog.Logger         `yaml:"-"`
 	Argon2       *region.Argon2Params `yaml:"-"`
+}
+
+// OIDCClientConfig declares an OpenID client in the region configuration.
+// Its secret is in clear text here: for development only (production
+// clients are registered through the admin API, which keeps a hash).
+type OIDCClientConfig struct {
+	ID                     string   `yaml:"id"`
+	Name                   string   `yaml:"name"`
+	Secret                 string   `yaml:"secret"` // empty: a public client (PKCE)
+	RedirectURIs           []string `yaml:"redirect_uris"`
+	PostLogoutRedirectURIs []string `yaml:"post_logout_redirect_uris"`
+	GrantTypes             []string `yaml:"grant_types"` // default authorization_code, refresh_token
+	Scopes                 []string `yaml:"scopes"`
+	BackchannelLogoutURI   string   `yaml:"backchannel_logout_uri"`
+}
+
+func (o OIDCClientConfig) client() store.Client {
+	c := store.Client{ID: o.ID, Name: o.Name, RedirectURIs: o.RedirectURIs, PostLogoutRedirectURIs: o.PostLogoutRedirectURIs,
+		GrantTypes: o.GrantTypes, Scopes: o.Scopes, BackchannelLogoutURI: o.BackchannelLogoutURI}
+	if len(c.GrantTypes) == 0 {
+		c.GrantTypes = []string{oidc.GrantAuthorizationCode, oidc.GrantRefreshToken}
+	}
+	if o.Secret != "" {
+		c.SecretHash = oidc.HashSecret(o.Secret)
+	}
+	return c
 }
 
 // MailConfig selects how a region sends email: an SMTP submission server,
@@ -150,11 +197,15 @@ func StartRegion(ctx context.Context, cfg RegionConfig) (_ *Region, err error) {
 			r.close()
 		}
 	}()
+	var oidcState oidc.State
 	switch cfg.Sessions.Store {
 	case "", "memory":
 		m := session.NewMemory()
 		r.Sessions = m
 		r.closers = append(r.closers, func() error { m.Close(); return nil })
+		ms := oidc.NewMemoryState()
+		oidcState = ms
+		r.closers = append(r.closers, ms.Close)
 	case "redis":
 		if cfg.Sessions.Redis == "" {
 			return nil, errors.New("region config: sessions.redis: required for store: redis")
@@ -171,6 +222,7 @@ func StartRegion(ctx context.Context, cfg RegionConfig) (_ *Region, err error) {
 			prefix = "domicile:"
 		}
 		r.Sessions = session.NewRedis(rc, prefix+cfg.Name+":sess:")
+		oidcState = oidc.NewRedisState(rc, prefix+cfg.Name+":oidc:")
 		r.closers = append(r.closers, rc.Close)
 	default:
 		return nil, fmt.Errorf("region config: sessions.store: unknown %q (want memory or redis)", cfg.Sessions.Store)
@@ -221,6 +273,18 @@ func StartRegion(ctx context.Context, cfg RegionConfig) (_ *Region, err error) {
 	if cfg.Argon2 != nil {
 		rcfg.Argon2 = *cfg.Argon2
 	}
+	if cfg.OIDCKeyFile != "" {
+		// The client registry is the home index: a client registered at
+		// any region is replicated to all of them.
+		registry := &region.IndexClients{Index: idx}
+		oc, err := r.oidcConfig(cfg, registry, oidcState, log)
+		if err != nil {
+			return nil, err
+		}
+		rcfg.OIDC, rcfg.ClientAdmin = oc, registry
+	} else if len(cfg.OIDCClients) > 0 {
+		return nil, errors.New("region config: oidc_clients: needs oidc_key_file (the OpenID Provider is off without it)")
+	}
 	if r.Server, err = region.New(rcfg); err != nil {
 		return nil, err
 	}
@@ -242,6 +306,72 @@ func StartRegion(ctx context.Context, cfg RegionConfig) (_ *Region, err error) {
 	}
 	r.HTTP = httpserver.Start(ln, h, log)
 	return r, nil
+}
+
+// oidcConfig loads (or creates) the OpenID signing keys and puts the
+// provider's parts together: the state, the declared clients in front of
+// the registry, the other regions' session and OpenID keys fetched from
+// the routers, and the key rotation.
+func (r *Region) oidcConfig(cfg RegionConfig, registry oidc.Clients, state oidc.State, log *slog.Logger) (*oidc.Config, error) {
+	if cfg.OIDCKeyRotation < 0 || cfg.OIDCKeyRotation > 0 && cfg.OIDCKeyRotation < time.Hour {
+		return nil, errors.New("region config: oidc_key_rotation: at least 1h (or 0: by the admin API only)")
+	}
+	keys, err := oidc.LoadOrCreateKeyRing(cfg.OIDCKeyFile, cfg.Name, oidc.MaxTokenTTL)
+	if err != nil {
+		return nil, fmt.Errorf("region config: oidc_key_file: %w", err)
+	}
+	declared := make([]store.Client, len(cfg.OIDCClients))
+	for i, c := range cfg.OIDCClients {
+		declared[i] = c.client()
+	}
+	clients, err := oidc.NewStaticClients(declared, registry)
+	if err != nil {
+		return nil, fmt.Errorf("region config: oidc_clients: %w", err)
+	}
+	base := strings.TrimSuffix(cfg.PublicURL, "/")
+	sessKeys, oidcKeys := cfg.SessionKeysURL, cfg.OIDCKeysURL
+	if sessKeys == "" {
+		sessKeys = base + "/.well-known/session-keys"
+	}
+	if oidcKeys == "" {
+		oidcKeys = base + oidc.PathKeys
+	}
+	for field, u := range map[string]string{"session_keys_url": sessKeys, "oidc_keys_url": oidcKeys} {
+		if p, err := url.Parse(u); err != nil || p.Host == "" || (p.Scheme != "http" && p.Scheme != "https") {
+			return nil, fmt.Errorf("region config: %s: %q: want an absolute http(s) URL (or set public_url)", field, u)
+		}
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(time.Minute)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case now := <-tick.C:
+				// Another node's rotation, and this node's when due.
+				if err := keys.Reload(); err != nil {
+					log.Warn("oidc: reload keys", "err", err)
+				}
+				if cfg.OIDCKeyRotation > 0 && now.Sub(keys.SigningKeyCreated()) >= cfg.OIDCKeyRotation {
+					if kid, err := keys.Rotate(now); err != nil {
+						log.Error("oidc: rotate keys", "err", err)
+					} else {
+						log.Info("oidc: signing key rotated", "kid", kid)
+					}
+				}
+			}
+		}
+	}()
+	r.closers = append(r.closers, func() error { close(stop); <-done; return nil })
+	return &oidc.Config{
+		Keys: keys, State: state, Clients: clients,
+		ForeignSessions: session.NewRemoteVerifier(&session.HTTPKeySource{URL: sessKeys}, session.RemoteOptions{}),
+		ForeignKeys:     &session.HTTPKeySource{URL: oidcKeys},
+	}, nil
 }
 
 func (r *Region) close() error {

@@ -56,6 +56,15 @@ type RouterConfig struct {
 	MaxBodyBytes int             `yaml:"max_body_bytes"`
 	Health       HealthConfig    `yaml:"health"`
 	RateLimits   RateLimitConfig `yaml:"rate_limits"`
+	// Issuer is the OpenID Connect issuer, the global public URL (as
+	// https://id.example.com, no path), the same on every router and
+	// region. Without it the router serves no discovery document and no
+	// JWKS.
+	Issuer string `yaml:"issuer"`
+	// LocalRegion is the region this router runs in (one of regions):
+	// SSO with prompt=none on a live session and client-credentials
+	// grants go there rather than to a home region.
+	LocalRegion string `yaml:"local_region"`
 
 	// Set programmatically (dev, tests) instead of from the file.
 	PolicyYAML   []byte       `yaml:"-"` // used instead of reading Policy
@@ -250,6 +259,9 @@ func StartRouter(cfg RouterConfig) (_ *Router, err error) {
 		Collectors:     node.Collectors(),
 		AdminToken:     sec.AdminToken,
 		Policies:       node,
+		Issuer:         cfg.Issuer,
+		LocalRegion:    cfg.LocalRegion,
+		Revoked:        node.IsRevoked, // global logout: from the commit of the Revoke on
 	})
 	if err != nil {
 		node.Close()

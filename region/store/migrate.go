@@ -35,7 +35,8 @@ func execs(stmts ...string) migration {
 // that). Version 5 adds tokens, login failures and the audit log; version 6 the
 // TOTP secrets and recovery codes; version 7 the consent records; version 8
 // the passkeys (WebAuthn credentials) and the challenges of the ceremonies
-// already answered (not personal data: no user id, kept until they expire).
+// already answered (not personal data: no user id, kept until they expire);
+// version 9 the OAuth/OpenID clients (not personal data either).
 // Every table that holds a user's data references users(id)
 // without ON DELETE CASCADE, so that DeleteUser, which deletes from each of
 // them, fails loudly if a new one is not added to it.
@@ -137,6 +138,15 @@ var (
 			)`,
 			`CREATE INDEX passkey_challenges_expiry ON passkey_challenges (expires_at)`,
 		),
+		execs(
+			`CREATE TABLE oauth_clients (
+				id          TEXT PRIMARY KEY,
+				secret_hash BLOB,             -- SHA-256 of the generated secret; NULL for a public client
+				metadata    TEXT NOT NULL,    -- JSON: redirect URIs, grant types, scopes, lifetimes
+				created_at  INTEGER NOT NULL,
+				updated_at  INTEGER NOT NULL
+			)`,
+		),
 	}
 	postgresMigrations = []migration{ // PostgreSQL and CockroachDB
 		execs(`CREATE TABLE users (
@@ -234,6 +244,15 @@ var (
 				expires_at TIMESTAMPTZ NOT NULL
 			)`,
 			`CREATE INDEX passkey_challenges_expiry ON passkey_challenges (expires_at)`,
+		),
+		execs(
+			`CREATE TABLE oauth_clients (
+				id          TEXT PRIMARY KEY,
+				secret_hash BYTEA,
+				metadata    TEXT NOT NULL,
+				created_at  TIMESTAMPTZ NOT NULL,
+				updated_at  TIMESTAMPTZ NOT NULL
+			)`,
 		),
 	}
 )

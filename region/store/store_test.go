@@ -153,6 +153,7 @@ func TestStore(t *testing.T) {
 			t.Run("consent", func(t *testing.T) { testConsent(t, db) })
 			t.Run("passkeys", func(t *testing.T) { testPasskeys(t, db) })
 			t.Run("challenges", func(t *testing.T) { testChallenges(t, db) })
+			t.Run("clients", func(t *testing.T) { testClients(t, db) })
 			t.Run("crypto-shredding", func(t *testing.T) { testShredding(t, b, cfg, db) })
 			t.Run("export", func(t *testing.T) { testExport(t, db) })
 			t.Run("audit", func(t *testing.T) { testAudit(t, b) })
