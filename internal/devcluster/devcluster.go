@@ -52,7 +52,7 @@ type Config struct {
 	Argon2   *region.Argon2Params
 	// OIDCClients are declared in every region (default: DemoClient).
 	OIDCClients []launch.OIDCClientConfig
-	Logger   *slog.Logger
+	Logger      *slog.Logger
 }
 
 // DemoClient is the OpenID client `domicile dev` declares in every region:
