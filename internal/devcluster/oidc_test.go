@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -341,43 +342,161 @@ func TestGlobalLogoutLatency(t *testing.T) {
 	c := startCluster(t)
 	r := c.RouterURLs()
 	homes := []string{"acme.de", "example.sg", "example.com"}
+	// Logouts run from several clients at once (each one measured on its
+	// own), as they would in production.
+	const workers = 8
+	lats := make([][]time.Duration, workers)
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < n; i += workers {
+				d, err := logoutOnce(c, r, i, fmt.Sprintf("u%d@%s", i, homes[i%3]))
+				if err != nil {
+					errs <- err
+					return
+				}
+				lats[w] = append(lats[w], d)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
 	var lat []time.Duration
-	for i := range n {
-		browser := browserClient()
-		email := fmt.Sprintf("u%d@%s", i, homes[i%3])
-		tok := signUpAndLogin(t, browser, r[i%3], email)
-		sid, _ := jwtClaims(t, tok)["sid"].(string)
-		if sid == "" {
-			t.Fatal("session token without sid")
-		}
-		start := time.Now()
-		resp, err := browser.Get(r[(i+1)%3] + "/oauth2/logout")
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode >= 400 {
-			t.Fatalf("logout: HTTP %d", resp.StatusCode)
-		}
-		for {
-			all := true
-			for _, rt := range c.Routers {
-				all = all && rt.Index.IsRevoked(sid)
-			}
-			if all {
-				break
-			}
-			if time.Since(start) > 5*time.Second {
-				t.Fatalf("logout %d: not every router rejects the session after 5s", i)
-			}
-			time.Sleep(100 * time.Microsecond)
-		}
-		lat = append(lat, time.Since(start))
+	for _, l := range lats {
+		lat = append(lat, l...)
 	}
 	slices.Sort(lat)
 	p50, p99 := lat[len(lat)/2], lat[len(lat)*99/100]
 	t.Logf("%d logouts: time until all %d routers reject the session: p50 %v, p99 %v, max %v", n, len(c.Routers), p50, p99, lat[len(lat)-1])
 	if p99 > time.Second {
 		t.Errorf("p99 %v > 1s", p99)
+	}
+}
+
+// logoutOnce signs a user up, logs in through one router and out through
+// another, and returns the time from sending the logout until every router
+// rejects the session.
+func logoutOnce(c *Cluster, r []string, i int, email string) (time.Duration, error) {
+	browser := browserClient()
+	// Each user comes from an address of its own (through the "CDN" the
+	// routers trust on loopback), as real users do: the per-address rate
+	// limits of the credential endpoints do not apply across users.
+	browser.Transport = xffRT{fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)}
+	creds := `{"email":"` + email + `","password":"correct horse battery"}`
+	post := func(u string) (*http.Response, error) {
+		return browser.Post(u, "application/json", strings.NewReader(creds))
+	}
+	resp, err := post(r[i%3] + "/signup")
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	if resp, err = post(r[i%3] + "/login"); err != nil {
+		return 0, err
+	}
+	var m struct {
+		Token string `json:"session_token"`
+	}
+	json.NewDecoder(resp.Body).Decode(&m)
+	resp.Body.Close()
+	parts := strings.Split(m.Token, ".")
+	if resp.StatusCode != 200 || len(parts) != 3 {
+		return 0, fmt.Errorf("login %s: HTTP %d", email, resp.StatusCode)
+	}
+	payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
+	var claims struct {
+		SID string `json:"sid"`
+	}
+	if json.Unmarshal(payload, &claims) != nil || claims.SID == "" {
+		return 0, fmt.Errorf("login %s: session token without sid", email)
+	}
+	start := time.Now()
+	if resp, err = browser.Get(r[(i+1)%3] + "/oauth2/logout"); err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 400 {
+		return 0, fmt.Errorf("logout %s: HTTP %d", email, resp.StatusCode)
+	}
+	for {
+		all := true
+		for _, rt := range c.Routers {
+			all = all && rt.Index.IsRevoked(claims.SID)
+		}
+		if all {
+			return time.Since(start), nil
+		}
+		if time.Since(start) > 5*time.Second {
+			return 0, fmt.Errorf("logout %s: not every router rejects the session after 5s", email)
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+}
+
+// xffRT sets X-Forwarded-For.
+type xffRT struct{ addr string }
+
+func (x xffRT) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("X-Forwarded-For", x.addr)
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestClientRegistryIsGlobal: a client registered through one region's
+// admin API gets tokens from every region (the registry lives in the home
+// index), and a deleted one from none.
+func TestClientRegistryIsGlobal(t *testing.T) {
+	c := startCluster(t)
+	r := c.RouterURLs()
+	admin := &http.Client{Timeout: 10 * time.Second, Transport: adminRT{c.Secrets.AdminToken}}
+	code, doc := do(t, admin, "POST", c.Regions["us-east"].URL()+"/admin/v1/clients",
+		`{"client_name":"backend","grant_types":["client_credentials"],"scopes":["openid"],"redirect_uris":[]}`)
+	id, _ := doc["client_id"].(string)
+	secret, _ := doc["client_secret"].(string)
+	if code != 201 || id == "" || secret == "" {
+		t.Fatalf("register: %d %v", code, doc)
+	}
+	grant := func(router string) (int, map[string]any) {
+		req, _ := http.NewRequest(http.MethodPost, router+"/oauth2/token", strings.NewReader("grant_type=client_credentials"))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth(id, secret)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		json.NewDecoder(resp.Body).Decode(&m)
+		return resp.StatusCode, m
+	}
+	// Each router sends the grant to its own local region.
+	for i, router := range r {
+		waitFor(t, "the client at "+LocalRegions[i], func() bool { code, _ := grant(router); return code == 200 })
+		_, m := grant(router)
+		at, _ := m["access_token"].(string)
+		if kid := jwtKID(t, at); !strings.HasPrefix(kid, LocalRegions[i]+"-") {
+			t.Fatalf("router-%d: token signed by %s, want %s", i+1, kid, LocalRegions[i])
+		}
+	}
+	if code, _ := do(t, admin, "DELETE", c.Regions["ap-southeast"].URL()+"/admin/v1/clients/"+id, ""); code != 204 {
+		t.Fatalf("delete at another region: %d", code)
+	}
+	// The providers cache a client for up to 5s.
+	deadline := time.Now().Add(10 * time.Second)
+	for i, router := range r {
+		for {
+			code, m := grant(router)
+			if code == 401 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("router-%d: the deleted client still gets tokens: %d %v", i+1, code, m)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 	}
 }
