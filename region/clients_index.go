@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/domicile/domicile/region/store"
@@ -28,6 +29,43 @@ type ClientIndex interface {
 type IndexClients struct {
 	Index ClientIndex
 	Now   func() time.Time // default time.Now
+
+	// recent holds this node's own writes for a while: the index is read
+	// from a replica that may not have applied them yet, and an admin who
+	// just wrote a client must read it back.
+	mu     sync.Mutex
+	recent map[string]recentClient
+}
+
+type recentClient struct {
+	c       store.Client
+	deleted bool
+	until   time.Time
+}
+
+// readYourWrites is how long IndexClients serves its own writes.
+const readYourWrites = 10 * time.Second
+
+func (r *IndexClients) remember(id string, c store.Client, deleted bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	if r.recent == nil {
+		r.recent = map[string]recentClient{}
+	}
+	for k, v := range r.recent {
+		if now.After(v.until) {
+			delete(r.recent, k)
+		}
+	}
+	r.recent[id] = recentClient{c: c, deleted: deleted, until: now.Add(readYourWrites)}
+}
+
+func (r *IndexClients) recentClient(id string) (recentClient, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	v, ok := r.recent[id]
+	return v, ok && time.Now().Before(v.until)
 }
 
 // indexClient is a client as the index stores it.
@@ -83,6 +121,12 @@ func decodeIndexClient(id string, b []byte) (store.Client, error) {
 // Client returns a client; its error wraps store.ErrNotFound if there is
 // none.
 func (r *IndexClients) Client(ctx context.Context, id string) (store.Client, error) {
+	if v, ok := r.recentClient(id); ok {
+		if v.deleted {
+			return store.Client{}, fmt.Errorf("client registry: client %s: %w", truncateID(id), store.ErrNotFound)
+		}
+		return v.c, nil
+	}
 	b, ok, err := r.Index.GetClient(ctx, id)
 	if err != nil {
 		return store.Client{}, fmt.Errorf("client registry: client %s: %w", truncateID(id), err)
@@ -133,7 +177,11 @@ func (r *IndexClients) DeleteClient(ctx context.Context, id string) error {
 	if _, err := r.Client(ctx, id); err != nil {
 		return err
 	}
-	return r.Index.DeleteClient(ctx, id)
+	if err := r.Index.DeleteClient(ctx, id); err != nil {
+		return fmt.Errorf("client registry: delete client %s: %w", id, err)
+	}
+	r.remember(id, store.Client{}, true)
+	return nil
 }
 
 // ListClients returns up to limit clients whose id sorts after after, in
@@ -154,7 +202,7 @@ func (r *IndexClients) ListClients(ctx context.Context, after string, limit int)
 		}
 		c, err := r.Client(ctx, id)
 		if isNotFound(err) {
-			continue // deleted meanwhile
+			continue // deleted meanwhile (or by this node, not yet applied where the ids came from)
 		}
 		if err != nil {
 			return nil, err
@@ -172,6 +220,7 @@ func (r *IndexClients) put(ctx context.Context, c store.Client) error {
 	if err := r.Index.SetClient(ctx, c.ID, b); err != nil {
 		return fmt.Errorf("client registry: client %s: %w", c.ID, err)
 	}
+	r.remember(c.ID, c, false)
 	return nil
 }
 
