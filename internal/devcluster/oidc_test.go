@@ -473,9 +473,20 @@ func TestClientRegistryIsGlobal(t *testing.T) {
 		json.NewDecoder(resp.Body).Decode(&m)
 		return resp.StatusCode, m
 	}
-	// Each router sends the grant to its own local region.
+	// Each router sends the grant to its own local region, whose replica
+	// of the registry has the client soon.
+	deadline := time.Now().Add(10 * time.Second)
 	for i, router := range r {
-		waitFor(t, "the client at "+LocalRegions[i], func() bool { code, _ := grant(router); return code == 200 })
+		for {
+			code, m := grant(router)
+			if code == 200 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("router-%d: the new client gets no token: %d %v", i+1, code, m)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 		_, m := grant(router)
 		at, _ := m["access_token"].(string)
 		if kid := jwtKID(t, at); !strings.HasPrefix(kid, LocalRegions[i]+"-") {
@@ -486,7 +497,7 @@ func TestClientRegistryIsGlobal(t *testing.T) {
 		t.Fatalf("delete at another region: %d", code)
 	}
 	// The providers cache a client for up to 5s.
-	deadline := time.Now().Add(10 * time.Second)
+	deadline = time.Now().Add(10 * time.Second)
 	for i, router := range r {
 		for {
 			code, m := grant(router)

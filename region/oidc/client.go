@@ -262,6 +262,9 @@ type cachedClient struct {
 
 const maxCachedClients = 10000
 
+// negativeClientTTL bounds how long an unknown client id is remembered.
+const negativeClientTTL = time.Second
+
 func (cc *clientCache) get(ctx context.Context, id string, p *Provider) (*client, error) {
 	if cc.ttl > 0 {
 		now := cc.now()
@@ -287,7 +290,14 @@ func (cc *clientCache) get(ctx context.Context, id string, p *Provider) (*client
 		if len(cc.m) >= maxCachedClients {
 			cc.m = make(map[string]cachedClient)
 		}
-		cc.m[id] = cachedClient{c: c, err: err, expires: cc.now().Add(cc.ttl)}
+		ttl := cc.ttl
+		if err != nil {
+			// An unknown id is cached briefly (it spares the registry a
+			// flood of made-up ids), not for the whole TTL: a client just
+			// registered elsewhere reaches this node's replica soon.
+			ttl = min(ttl, negativeClientTTL)
+		}
+		cc.m[id] = cachedClient{c: c, err: err, expires: cc.now().Add(ttl)}
 		cc.mu.Unlock()
 	}
 	return c, err
