@@ -17,6 +17,7 @@ import (
 	"github.com/domicile/domicile/internal/devcluster"
 	"github.com/domicile/domicile/internal/launch"
 	"github.com/domicile/domicile/region/store"
+	"github.com/domicile/domicile/router"
 )
 
 // startDomicile starts the dev topology (three regions, three routers, the
@@ -44,6 +45,9 @@ func startDomicile(ctx context.Context, pgURL, redisURL, dir string) (target, er
 		Database: func(region string) store.Config { return store.Config{Driver: "postgres", DSN: dsns[region]} },
 		Sessions: launch.SessionsConfig{Store: "redis", Redis: ru.Host, Prefix: fmt.Sprintf("bench-oidc-%d:", time.Now().UnixNano())},
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// One client from one address at full speed: the per-address
+		// limit on /oauth2/token is off here (Hydra has none).
+		RateLimits: launch.RateLimitConfig{PerIP: router.Limit{Rate: -1}, PerIdentifier: router.Limit{Rate: -1}},
 	})
 	if err != nil {
 		return target{}, err

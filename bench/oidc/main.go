@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -96,6 +97,7 @@ func main() {
 		measure(t)
 		h.stop()
 	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
 	t, err := startDomicile(ctx, *pgURL, *redisURL, dir)
 	if err != nil {
 		log.Fatal(err)
@@ -119,7 +121,7 @@ func writeScript(path, body, auth string) error {
 }
 
 func printTable(w *os.File, rows []row, threads, conns int, d time.Duration) {
-	fmt.Fprintf(w, "wrk -t%d -c%d -d%s --latency, one run, this machine, %s\n\n", threads, conns, d, time.Now().UTC().Format(time.RFC3339))
+	fmt.Fprintf(w, "wrk -t%d -c%d -d%s --latency, one run, this machine, %s; Domicile's per-address rate limit on /oauth2/token is off for the run\n\n", threads, conns, d, time.Now().UTC().Format(time.RFC3339))
 	fmt.Fprintln(w, "| target | operation | req/s | p50 | p99 | non-2xx | socket errors | × Hydra |")
 	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|")
 	base := map[string]float64{}

@@ -52,7 +52,9 @@ type Config struct {
 	Argon2   *region.Argon2Params
 	// OIDCClients are declared in every region (default: DemoClient).
 	OIDCClients []launch.OIDCClientConfig
-	Logger      *slog.Logger
+	// RateLimits of the routers' credential endpoints (default: theirs).
+	RateLimits launch.RateLimitConfig
+	Logger     *slog.Logger
 }
 
 // DemoClient is the OpenID client `domicile dev` declares in every region:
@@ -227,6 +229,7 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 			Name:           peers[i].ID,
 			Issuer:         routerURLs[0],
 			LocalRegion:    local,
+			RateLimits:     cfg.RateLimits,
 			GeoIP:          geoFile,
 			Regions:        regionURLs,
 			TrustedProxies: cfg.TrustedProxies,
