@@ -45,7 +45,7 @@ func startCluster(t *testing.T) *Cluster {
 	return startClusterWith(t, Config{})
 }
 
-func startClusterWith(t *testing.T, cfg Config) *Cluster {
+func startClusterWith(t testing.TB, cfg Config) *Cluster {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
