@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -137,6 +138,31 @@ func TestClientRegistryOverHTTP(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 		if _, ok, err = c.GetClient(ctx, "web-app"); ok || err != nil {
 			t.Fatalf("GetClient after delete: %v %v", ok, err)
+		}
+	}
+}
+
+// BenchmarkIsRevoked is the revocation check every router makes on every
+// session token it accepts (cached or not), against 100,000 live
+// revocations.
+func BenchmarkIsRevoked(b *testing.B) {
+	f := newFSM()
+	f.now = time.Now().UnixMilli()
+	for i := range 100_000 {
+		if err := f.apply(&command{Op: opRevoke, Keys: []Key{sessionKey(fmt.Sprint("sid-", i))}, Expires: f.now + 3_600_000}, uint32(i+1)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	n := &Node{fsm: f}
+	sids := make([]string, 1024)
+	for i := range sids {
+		sids[i] = fmt.Sprint("live-", i) // not revoked: the common case
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		if n.IsRevoked(sids[i&1023]) {
+			b.Fatal("revoked")
 		}
 	}
 }

@@ -158,6 +158,7 @@ func (s *Server) adminResetMFA(c echo.Context) error {
 		return fmt.Errorf("admin: %w", err)
 	}
 	s.audit(c, "admin", "admin.mfa_reset", u.ID, map[string]string{"passkeys_removed": fmt.Sprint(n)})
+	s.forgetDevices(c, "admin", u.ID)
 	return c.NoContent(http.StatusNoContent)
 }
 

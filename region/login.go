@@ -157,7 +157,8 @@ func (s *Server) openSession(c echo.Context, u store.User, method string) (strin
 		return "", session.Session{}, err
 	}
 	now := time.Now().UTC()
-	sess := session.Session{ID: sid, UserID: u.ID, Home: s.cfg.Name, CreatedAt: now, ExpiresAt: now.Add(s.cfg.SessionTTL)}
+	sess := session.Session{ID: sid, UserID: u.ID, Home: s.cfg.Name, CreatedAt: now, ExpiresAt: now.Add(s.cfg.SessionTTL),
+		RememberedDevice: method == methodRememberedDevice}
 	if err := s.cfg.Sessions.Put(c.Request().Context(), sess); err != nil {
 		return "", sess, fmt.Errorf("login: store session: %w", err)
 	}
@@ -179,7 +180,8 @@ func (s *Server) openSession(c echo.Context, u store.User, method string) (strin
 // hardware-bound key), with user verification two factors in one.
 func amrOf(method string) []string {
 	switch method {
-	case "password":
+	case "password", methodRememberedDevice:
+		// A remembered device is no second factor.
 		return []string{"pwd"}
 	case "mfa":
 		return []string{"pwd", "otp", "mfa"}

@@ -151,6 +151,7 @@ func (s *Server) removeTOTP(c echo.Context) error {
 		return fmt.Errorf("totp: %w", err)
 	}
 	s.audit(c, sess.UserID, "user.totp_disabled", sess.UserID, nil)
+	s.forgetDevices(c, sess.UserID, sess.UserID)
 	return c.NoContent(http.StatusNoContent)
 }
 
@@ -212,12 +213,13 @@ func (s *Server) startSession(c echo.Context, u store.User, method string) error
 	}
 	c.Response().Header().Set("Cache-Control", "no-store")
 	return c.JSON(http.StatusOK, map[string]any{
-		"session_token": token,
-		"session_id":    sess.ID,
-		"user_id":       u.ID,
-		"home":          s.cfg.Name,
-		"mfa":           method == "mfa" || method == methodPasskeyUV,
-		"method":        method,
-		"expires_at":    sess.ExpiresAt.Format(time.RFC3339),
+		"session_token":     token,
+		"session_id":        sess.ID,
+		"user_id":           u.ID,
+		"home":              s.cfg.Name,
+		"mfa":               method == "mfa" || method == methodPasskeyUV,
+		"method":            method,
+		"remembered_device": method == methodRememberedDevice,
+		"expires_at":        sess.ExpiresAt.Format(time.RFC3339),
 	})
 }

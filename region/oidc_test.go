@@ -98,9 +98,10 @@ type oidcRegion struct {
 }
 
 type oidcOptions struct {
-	state   string // "memory" (default) or "redis"
-	foreign session.KeySource
-	codeTTL time.Duration
+	state    string // "memory" (default) or "redis"
+	sessions string // the session (and device) store: "memory" (default) or "redis"
+	foreign  session.KeySource
+	codeTTL  time.Duration
 }
 
 func newOIDCRegion(t *testing.T, o oidcOptions) *oidcRegion {
@@ -130,6 +131,11 @@ func newOIDCRegion(t *testing.T, o oidcOptions) *oidcRegion {
 	mem := session.NewMemory()
 	t.Cleanup(func() { mem.Close() })
 	r.sessions = mem
+	if o.sessions == "redis" {
+		rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t)})
+		t.Cleanup(func() { rc.Close() })
+		r.sessions = session.NewRedis(rc, testenv.RedisPrefix(t)+"sess:")
+	}
 	switch o.state {
 	case "", "memory":
 		m := oidc.NewMemoryState()
@@ -151,7 +157,7 @@ func newOIDCRegion(t *testing.T, o oidcOptions) *oidcRegion {
 		oc.ForeignSessions = session.NewRemoteVerifier(o.foreign, session.RemoteOptions{})
 	}
 	r.srv, err = New(Config{
-		Name: r.name, Users: r.users, Accounts: r.accounts, MFA: db, Consent: db, Admin: db, Audit: db, Passkeys: db, Sessions: mem,
+		Name: r.name, Users: r.users, Accounts: r.accounts, MFA: db, Consent: db, Admin: db, Audit: db, Passkeys: db, Sessions: r.sessions,
 		Index: noIndex{}, Hasher: r.hasher, RouteKey: routeKey, SessionKey: key, Mailer: mail.NewOutbox(0, nil),
 		PublicURL: r.issuer, AdminToken: uiAdminToken, Argon2: Argon2Params{MemoryKiB: 64, Time: 1, Threads: 1},
 		Logger: slog.New(slog.DiscardHandler), OIDC: oc, ClientAdmin: db,

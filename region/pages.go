@@ -138,6 +138,9 @@ func (s *Server) registerPages(e *echo.Echo) {
 	g.GET("/login", p.page(p.loginForm))
 	g.POST("/login", p.page(p.guard(false, p.login)))
 	g.POST("/login/mfa", p.page(p.guard(false, p.loginMFA)))
+	g.GET("/login/stepup", p.page(p.stepUpForm))
+	g.POST("/login/stepup", p.page(p.guard(true, p.stepUp)))
+	g.POST("/account/devices/forget", p.page(p.guard(true, p.forgetDevice)))
 	g.GET("/verify-email", p.page(p.verifyEmail))
 	g.GET("/password/reset", p.page(p.resetForm))
 	g.POST("/password/reset", p.page(p.guard(false, p.requestReset)))
@@ -211,6 +214,7 @@ type pageData struct {
 	Name     string
 	Step     string // login: "identify" or "password"
 	MFAToken string
+	StepUp   bool   // login_mfa.html: a second factor for a signed-in user
 	Token    string // password reset
 	Message  string // message.html
 	Links    []pageLink
@@ -236,6 +240,7 @@ type accountPage struct {
 	TOTPPending   bool
 	RecoveryLeft  int
 	Passkeys      int
+	Devices       []deviceView
 }
 
 type attribute struct{ Key, Value string }
@@ -653,6 +658,9 @@ func (p *pages) login(c echo.Context) error {
 	if need, err := s.mfaRequired(ctx, u.ID); err != nil {
 		return fmt.Errorf("login: %w", err)
 	} else if need {
+		if s.rememberedDevice(c, u.ID) {
+			return p.openSession(c, u, methodRememberedDevice)
+		}
 		// Server.startMFALogin, answered with the second-factor page.
 		tok, err := s.newMFAToken(ctx, u)
 		if err != nil {
@@ -684,6 +692,12 @@ func (p *pages) loginMFA(c echo.Context) error {
 	u, err := s.cfg.Accounts.UserByID(ctx, id)
 	if err != nil {
 		return fmt.Errorf("login: %w", err)
+	}
+	if f.Get("remember") == "yes" {
+		if err := s.rememberDevice(c, u.ID); err != nil {
+			// The login goes on: only the next one asks again.
+			s.log.Error("login: remember device", "user", u.ID, "err", err)
+		}
 	}
 	return p.openSession(c, u, "mfa")
 }
@@ -871,7 +885,7 @@ func (p *pages) account(c echo.Context) error {
 	}
 	notice := map[string]string{
 		"profile": "Your profile has been saved.", "consent": "Your choice has been saved.",
-		"totp_off": "Two-step verification is off.",
+		"totp_off": "Two-step verification is off.", "device": "The device has been forgotten.",
 	}[c.QueryParam("saved")]
 	return p.renderAccount(c, sess, http.StatusOK, nil, notice)
 }
@@ -908,6 +922,9 @@ func (p *pages) renderAccount(c echo.Context, sess session.Session, status int, 
 		return fmt.Errorf("passkeys: %w", err)
 	}
 	a.Passkeys = len(pks)
+	if a.Devices, err = p.devicesOf(c, sess.UserID); err != nil {
+		return fmt.Errorf("devices: %w", err)
+	}
 	return p.render(c, status, "account.html", &pageData{Title: "Your account", Account: a, Error: ferr, Notice: notice, sid: sess.ID})
 }
 
@@ -1087,6 +1104,7 @@ func (p *pages) removeTOTP(c echo.Context) error {
 		return fmt.Errorf("totp: %w", err)
 	}
 	p.s.audit(c, sess.UserID, "user.totp_disabled", sess.UserID, nil)
+	p.s.forgetDevices(c, sess.UserID, sess.UserID)
 	return redirect(c, "/ui/account?saved=totp_off")
 }
 

@@ -71,9 +71,14 @@ type Users interface {
 
 // Config configures a regional node.
 type Config struct {
-	Name       string // region id, e.g. "eu-west"
-	Users      Users
-	Sessions   session.Store
+	Name     string // region id, e.g. "eu-west"
+	Users    Users
+	Sessions session.Store
+	// Devices keeps remembered devices (the browsers where a second
+	// factor is not asked again for a while), in the home region's session
+	// store; default: Sessions, if it is a DeviceStore (session.Redis and
+	// session.Memory are). nil: devices are never remembered.
+	Devices    session.DeviceStore
 	Index      Index
 	Hasher     *homeindex.Hasher
 	SessionTTL time.Duration // default 12h
@@ -204,6 +209,9 @@ func New(cfg Config) (*Server, error) {
 	if err := own.SetRegionKeys(cfg.Name, []session.PublicKey{issuer.PublicKey()}); err != nil {
 		return nil, fmt.Errorf("region: session key: %w", err)
 	}
+	if cfg.Devices == nil {
+		cfg.Devices, _ = cfg.Sessions.(session.DeviceStore)
+	}
 	if cfg.SessionTTL <= 0 {
 		cfg.SessionTTL = 12 * time.Hour
 	}
@@ -249,7 +257,8 @@ func New(cfg Config) (*Server, error) {
 		oc := *cfg.OIDC
 		oc.Region, oc.Issuer = cfg.Name, cfg.PublicURL
 		oc.Users, oc.Sessions, oc.OwnSessions = cfg.Accounts, cfg.Sessions, own
-		oc.SessionCookie, oc.LoginPath = SessionCookie, "/ui/login"
+		oc.SessionCookie, oc.LoginPath, oc.StepUpPath = SessionCookie, "/ui/login", "/ui/login/stepup"
+		oc.SecondFactor = s.hasSecondFactor
 		if oc.Clients == nil && cfg.ClientAdmin != nil {
 			oc.Clients = cfg.ClientAdmin
 		}
@@ -480,6 +489,9 @@ func (s *Server) login(c echo.Context) error {
 	if need, err := s.mfaRequired(ctx, u.ID); err != nil {
 		return fmt.Errorf("login: %w", err)
 	} else if need {
+		if s.rememberedDevice(c, u.ID) {
+			return s.startSession(c, u, methodRememberedDevice)
+		}
 		return s.startMFALogin(c, u)
 	}
 	return s.startSession(c, u, "password")

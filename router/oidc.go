@@ -60,8 +60,11 @@ const (
 // discovery (region/oidc).
 var (
 	scopesSupported = []string{"openid", "profile", "email", "offline_access"}
-	claimsSupported = []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "amr", "azp", "sid",
+	claimsSupported = []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp", "sid",
 		"at_hash", "c_hash", "email", "email_verified", "name"}
+	// acrValuesSupported: multi-factor authentication (step-up), as the
+	// regions' providers understand it.
+	acrValuesSupported    = []string{"mfa", "http://schemas.openid.net/pape/policies/2007/06/multi-factor"}
 	promptValuesSupported = []string{"none", "login", "consent", "select_account"}
 	// defaultSigningAlgs are advertised until the regions' keys are known.
 	defaultSigningAlgs = []string{"EdDSA", "ES256"}
@@ -108,6 +111,7 @@ type discoveryDoc struct {
 	RevocationEndpointAuthMethodsSupported    []string `json:"revocation_endpoint_auth_methods_supported"`
 	CodeChallengeMethodsSupported             []string `json:"code_challenge_methods_supported"`
 	ClaimsSupported                           []string `json:"claims_supported"`
+	ACRValuesSupported                        []string `json:"acr_values_supported"`
 	PromptValuesSupported                     []string `json:"prompt_values_supported"`
 	AuthorizationResponseISSParameter         bool     `json:"authorization_response_iss_parameter_supported"`
 	BackchannelLogoutSupported                bool     `json:"backchannel_logout_supported"`
@@ -139,6 +143,7 @@ func newDiscoveryDoc(issuer string, algs []string) discoveryDoc {
 		RevocationEndpointAuthMethodsSupported:    auth,
 		CodeChallengeMethodsSupported:             []string{"S256"},
 		ClaimsSupported:                           claimsSupported,
+		ACRValuesSupported:                        acrValuesSupported,
 		PromptValuesSupported:                     promptValuesSupported,
 		AuthorizationResponseISSParameter:         true,
 		BackchannelLogoutSupported:                true,

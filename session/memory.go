@@ -16,13 +16,17 @@ type Memory struct {
 
 	mu       sync.Mutex
 	sessions map[string]Session
+	devices  map[string]Device // by handle
 
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
 }
 
-var _ Store = (*Memory)(nil)
+var (
+	_ Store       = (*Memory)(nil)
+	_ DeviceStore = (*Memory)(nil)
+)
 
 // NewMemory returns an empty in-process store with its sweeper running.
 func NewMemory() *Memory { return newMemory(sweepInterval, time.Now) }
@@ -31,6 +35,7 @@ func newMemory(interval time.Duration, now func() time.Time) *Memory {
 	m := &Memory{
 		now:      now,
 		sessions: make(map[string]Session),
+		devices:  make(map[string]Device),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
@@ -107,5 +112,81 @@ func (m *Memory) sweep() int {
 			n++
 		}
 	}
+	for h, d := range m.devices {
+		if !now.Before(d.ExpiresAt) {
+			delete(m.devices, h)
+		}
+	}
 	return n
+}
+
+// PutDevice remembers d until its ExpiresAt.
+func (m *Memory) PutDevice(_ context.Context, d Device) error {
+	if err := checkDevice(d, m.now()); err != nil {
+		return err
+	}
+	d.Handle = DeviceHandle(d.ID)
+	d.ID = ""
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.devices[d.Handle] = d
+	return nil
+}
+
+// Device returns the remembered device of an id, or ErrNotFound.
+func (m *Memory) Device(_ context.Context, id string) (Device, error) {
+	h := DeviceHandle(id)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	d, ok := m.devices[h]
+	if !ok {
+		return Device{}, ErrNotFound
+	}
+	if !m.now().Before(d.ExpiresAt) {
+		delete(m.devices, h)
+		return Device{}, ErrNotFound
+	}
+	return d, nil
+}
+
+// UserDevices returns the live devices of a user, oldest first.
+func (m *Memory) UserDevices(_ context.Context, userID string) ([]Device, error) {
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Device
+	for _, d := range m.devices {
+		if d.UserID == userID && now.Before(d.ExpiresAt) {
+			out = append(out, d)
+		}
+	}
+	sortDevices(out)
+	return out, nil
+}
+
+// DeleteDevice forgets a device of a user.
+func (m *Memory) DeleteDevice(_ context.Context, userID, handle string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if d, ok := m.devices[handle]; ok && d.UserID == userID {
+		delete(m.devices, handle)
+	}
+	return nil
+}
+
+// DeleteUserDevices forgets every device of a user.
+func (m *Memory) DeleteUserDevices(_ context.Context, userID string) (int, error) {
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for h, d := range m.devices {
+		if d.UserID == userID {
+			delete(m.devices, h)
+			if now.Before(d.ExpiresAt) {
+				n++
+			}
+		}
+	}
+	return n, nil
 }

@@ -23,7 +23,10 @@ type Redis struct {
 	now    func() time.Time // time.Now, replaced in tests
 }
 
-var _ Store = (*Redis)(nil)
+var (
+	_ Store       = (*Redis)(nil)
+	_ DeviceStore = (*Redis)(nil)
+)
 
 // NewRedis returns a store that keeps sessions in client under keys starting
 // with prefix (e.g. "domicile:eu-west:session:"). The caller owns client.
@@ -37,6 +40,8 @@ type record struct {
 	Home      string    `json:"home"`
 	CreatedAt time.Time `json:"iat"`
 	ExpiresAt time.Time `json:"exp"`
+	// Remembered: Session.RememberedDevice.
+	Remembered bool `json:"rd,omitempty"`
 }
 
 func (r *Redis) key(id string) string {
@@ -55,7 +60,7 @@ func (r *Redis) Put(ctx context.Context, s Session) error {
 	if ttl < time.Millisecond { // Redis's TTL resolution
 		return ErrExpired
 	}
-	value, err := json.Marshal(record{UserID: s.UserID, Home: s.Home, CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt})
+	value, err := json.Marshal(record{UserID: s.UserID, Home: s.Home, CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt, Remembered: s.RememberedDevice})
 	if err != nil {
 		return fmt.Errorf("session: put: %w", err)
 	}
@@ -83,7 +88,7 @@ func (r *Redis) Get(ctx context.Context, id string) (Session, error) {
 	if expired(Session{ExpiresAt: rec.ExpiresAt}, r.now()) {
 		return Session{}, ErrNotFound
 	}
-	return Session{ID: id, UserID: rec.UserID, Home: rec.Home, CreatedAt: rec.CreatedAt, ExpiresAt: rec.ExpiresAt}, nil
+	return Session{ID: id, UserID: rec.UserID, Home: rec.Home, CreatedAt: rec.CreatedAt, ExpiresAt: rec.ExpiresAt, RememberedDevice: rec.Remembered}, nil
 }
 
 // Delete removes the session with the given id, if there is one.

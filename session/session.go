@@ -17,6 +17,10 @@ type Session struct {
 	Home      string // the user's home region id
 	CreatedAt time.Time
 	ExpiresAt time.Time
+	// RememberedDevice: the login skipped the second factor because the
+	// browser is a device the user asked to be remembered (the session's
+	// amr is then "pwd" alone).
+	RememberedDevice bool
 }
 
 // Errors callers can test for with errors.Is.

@@ -150,6 +150,7 @@ func (s *server) Authorize(ctx context.Context, r *op.ClientRequest[oidc.AuthReq
 			return fail(oidc.ErrServerError())
 		}
 	}
+	var err error
 	if sess != nil && req.IDTokenHint != "" {
 		// The client expects a given user: another one's session does not
 		// answer for them (OpenID Connect Core 3.1.2.1).
@@ -172,6 +173,27 @@ func (s *server) Authorize(ctx context.Context, r *op.ClientRequest[oidc.AuthReq
 			return fail(oidc.ErrLoginRequired().WithDescription("no session, or one that does not meet the request (max_age)"))
 		}
 		return p.loginRedirect(r.Form, stale || forced || req.MaxAge != nil, loginAfter, now)
+	}
+
+	// Step-up: a request for multi-factor authentication is not answered
+	// with a session of one factor. A remembered device is no factor: its
+	// logins have amr "pwd" alone.
+	if wantsMFA(req.ACRValues) && !MultiFactor(sess.AMR) {
+		if none || sess.Foreign {
+			return fail(oidc.ErrInteractionRequired().WithDescription("a second factor is required (acr_values)"))
+		}
+		has := false
+		if p.cfg.SecondFactor != nil {
+			if has, err = p.cfg.SecondFactor(ctx, sess.Subject); err != nil {
+				p.log.Error("oidc: read second factors", "user", sess.Subject, "err", err)
+				return fail(oidc.ErrServerError())
+			}
+		}
+		if !has {
+			return fail(&oidc.Error{ErrorType: ErrUnmetAuthenticationRequirements,
+				Description: "multi-factor authentication was requested (acr_values) and the user has no second factor"})
+		}
+		return p.stepUpRedirect(r.Form)
 	}
 
 	c := ac.client
@@ -258,6 +280,66 @@ func (p *Provider) loginRedirect(form url.Values, fresh bool, loginAfter int64, 
 		login.Set("prompt", oidc.PromptLogin)
 	}
 	red := op.NewRedirect(p.cfg.LoginPath + "?" + login.Encode())
+	red.Header.Set("Cache-Control", "no-store")
+	return red, nil
+}
+
+// Authentication context classes this provider asks for and asserts.
+const (
+	// ACRMFA is the acr of an ID token whose login used two factors, and
+	// the acr_values an RP sends to require that.
+	ACRMFA = "mfa"
+	// ACRPAPEMultiFactor is the OpenID PAPE policy of multi-factor
+	// authentication, accepted in acr_values as ACRMFA.
+	ACRPAPEMultiFactor = "http://schemas.openid.net/pape/policies/2007/06/multi-factor"
+	// ErrUnmetAuthenticationRequirements is the error of an authorization
+	// request whose acr_values cannot be met (OpenID Connect Core 1.0
+	// errata set 2, 3.1.2.6).
+	ErrUnmetAuthenticationRequirements = "unmet_authentication_requirements"
+)
+
+// wantsMFA reports whether acr_values ask for multi-factor
+// authentication.
+func wantsMFA(acr []string) bool {
+	return slices.Contains(acr, ACRMFA) || slices.Contains(acr, ACRPAPEMultiFactor)
+}
+
+// MultiFactor reports whether RFC 8176 method references show two
+// factors: "mfa", or a password with a one-time code, or a key with user
+// verification (a PIN or biometric).
+func MultiFactor(amr []string) bool {
+	has := func(vs ...string) bool {
+		for _, v := range vs {
+			if slices.Contains(amr, v) {
+				return true
+			}
+		}
+		return false
+	}
+	return has("mfa") ||
+		has("pwd", "pin") && has("otp", "sms", "hwk", "swk") ||
+		has("hwk", "swk") && has("user", "pin", "fpt", "face", "iris", "retina", "vbm")
+}
+
+// acrOf is the acr of a login's method references: ACRMFA for two
+// factors, none otherwise.
+func acrOf(amr []string) string {
+	if MultiFactor(amr) {
+		return ACRMFA
+	}
+	return ""
+}
+
+// stepUpRedirect sends the signed-in browser to the second-factor page,
+// which brings it back to this authorization request (without
+// login_hint) once the session has its second factor.
+func (p *Provider) stepUpRedirect(form url.Values) (*op.Redirect, error) {
+	q := url.Values{}
+	for k, v := range form {
+		q[k] = v
+	}
+	q.Del("login_hint")
+	red := op.NewRedirect(p.cfg.StepUpPath + "?" + url.Values{"return_to": {PathAuthorize + "?" + q.Encode()}}.Encode())
 	red.Header.Set("Cache-Control", "no-store")
 	return red, nil
 }

@@ -87,6 +87,13 @@ type Config struct {
 	// LoginPath is the hosted login page (default /ui/login); it is given
 	// return_to, the authorization request to come back to.
 	LoginPath string
+	// StepUpPath is the hosted page that asks a signed-in user for a
+	// second factor (default /ui/login/stepup); it is given return_to,
+	// the authorization request to come back to.
+	StepUpPath string
+	// SecondFactor reports whether a user of this region has a second
+	// factor (TOTP or a passkey) to step up with; nil: none has.
+	SecondFactor func(ctx context.Context, userID string) (bool, error)
 	// LogoutRedirect is where a logout without a (valid)
 	// post_logout_redirect_uri ends (default Issuer + /ui/login?signed_out=1).
 	LogoutRedirect string
@@ -149,6 +156,9 @@ func New(cfg Config) (*Provider, error) {
 	}
 	if cfg.LoginPath == "" {
 		cfg.LoginPath = "/ui/login"
+	}
+	if cfg.StepUpPath == "" {
+		cfg.StepUpPath = "/ui/login/stepup"
 	}
 	if cfg.LogoutRedirect == "" {
 		cfg.LogoutRedirect = cfg.Issuer + "/ui/login?signed_out=1"
@@ -231,7 +241,7 @@ func New(cfg Config) (*Provider, error) {
 	return p, nil
 }
 
-var supportedClaims = []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "amr", "azp", "sid", "at_hash", "c_hash", "email", "email_verified", "name"}
+var supportedClaims = []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp", "sid", "at_hash", "c_hash", "email", "email_verified", "name"}
 
 // endpoints are the routes op serves. Keys and discovery are not among
 // them: the routers serve the union JWKS and discovery (this region's

@@ -65,6 +65,7 @@ type discovery struct {
 	CodeChallengeMethodsSupported     []string `json:"code_challenge_methods_supported"`
 	ClaimsSupported                   []string `json:"claims_supported"`
 	PromptValuesSupported             []string `json:"prompt_values_supported"`
+	ACRValuesSupported                []string `json:"acr_values_supported"`
 	// RFC 9207: authorization responses carry iss.
 	AuthorizationResponseIssParameterSupported bool `json:"authorization_response_iss_parameter_supported"`
 	BackchannelLogoutSupported                 bool `json:"backchannel_logout_supported"`
@@ -101,6 +102,7 @@ func (p *Provider) Discovery(iss string) any {
 		CodeChallengeMethodsSupported:              []string{string(oidc.CodeChallengeMethodS256)},
 		ClaimsSupported:                            supportedClaims,
 		PromptValuesSupported:                      []string{oidc.PromptNone, oidc.PromptLogin, oidc.PromptConsent, oidc.PromptSelectAccount},
+		ACRValuesSupported:                         []string{ACRMFA, ACRPAPEMultiFactor},
 		AuthorizationResponseIssParameterSupported: true,
 		BackchannelLogoutSupported:                 !p.cfg.NoBackchannel,
 		BackchannelLogoutSessionSupported:          !p.cfg.NoBackchannel,

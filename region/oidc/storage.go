@@ -31,7 +31,7 @@ type codeRequest struct{ g Grant }
 var _ op.AuthRequest = (*codeRequest)(nil)
 
 func (r *codeRequest) GetID() string                      { return r.g.Family }
-func (r *codeRequest) GetACR() string                     { return "" }
+func (r *codeRequest) GetACR() string                     { return acrOf(r.g.AMR) }
 func (r *codeRequest) GetAMR() []string                   { return r.g.AMR }
 func (r *codeRequest) GetAudience() []string              { return []string{r.g.ClientID} }
 func (r *codeRequest) GetAuthTime() time.Time             { return time.Unix(r.g.AuthTime, 0) }
