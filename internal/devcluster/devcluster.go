@@ -359,6 +359,10 @@ func (c *Cluster) Banner() string {
 	fmt.Fprintf(&b, "  curl -s -X POST %s/login  -H 'Content-Type: application/json' -d '{\"email\":\"ana@acme.de\",\"password\":\"correct horse battery\"}'\n", r3)
 	fmt.Fprintf(&b, "  # a new user with an unknown domain, signing up from Singapore (geo-IP of 203.0.113.9):\n")
 	fmt.Fprintf(&b, "  curl -s -X POST %s/signup -H 'X-Forwarded-For: 203.0.113.9' -H 'Content-Type: application/json' -d '{\"email\":\"li@example.com\",\"password\":\"correct horse battery\"}'\n", r1)
+	fmt.Fprintf(&b, "\nOpenID Connect (one issuer, %s):\n", r1)
+	fmt.Fprintf(&b, "  discovery  %s/.well-known/openid-configuration   keys %s/oauth2/keys\n", r1, r1)
+	fmt.Fprintf(&b, "  demo client: id %q, secret %q, redirect_uri %s\n", DemoClient.ID, DemoClient.Secret, DemoClient.RedirectURIs[0])
+	fmt.Fprintf(&b, "  curl -s -u %s:%s -d grant_type=client_credentials %s/oauth2/token\n", DemoClient.ID, DemoClient.Secret, r1)
 	fmt.Fprintf(&b, "\nHealth: %s/healthz  %s/readyz  %s/metrics\nPress Ctrl-C to stop.\n", r1, r1, r1)
 	return b.String()
 }
