@@ -84,7 +84,7 @@ func (r *Redis) Device(ctx context.Context, id string) (Device, error) {
 
 // UserDevices returns the live devices of a user, oldest first.
 func (r *Redis) UserDevices(ctx context.Context, userID string) ([]Device, error) {
-	hs, err := r.client.ZRangeByScore(ctx, r.userDevicesKey(userID), &redis.ZRangeBy{Min: strconv.FormatInt(r.now().Unix(), 10), Max: "+inf"}).Result()
+	hs, err := r.client.ZRangeArgs(ctx, redis.ZRangeArgs{Key: r.userDevicesKey(userID), ByScore: true, Start: strconv.FormatInt(r.now().Unix(), 10), Stop: "+inf"}).Result()
 	if err != nil {
 		return nil, fmt.Errorf("session: user devices: redis: %w", err)
 	}
