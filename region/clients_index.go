@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/domicile/domicile/region/store"
@@ -29,43 +28,31 @@ type ClientIndex interface {
 type IndexClients struct {
 	Index ClientIndex
 	Now   func() time.Time // default time.Now
-
-	// recent holds this node's own writes for a while: the index is read
-	// from a replica that may not have applied them yet, and an admin who
-	// just wrote a client must read it back.
-	mu     sync.Mutex
-	recent map[string]recentClient
 }
 
-type recentClient struct {
-	c       store.Client
-	deleted bool
-	until   time.Time
-}
+// visibleWithin bounds how long a write waits to be readable back from the
+// replica the registry reads (a follower applies a commit a little after
+// the leader).
+const visibleWithin = 3 * time.Second
 
-// readYourWrites is how long IndexClients serves its own writes.
-const readYourWrites = 10 * time.Second
-
-func (r *IndexClients) remember(id string, c store.Client, deleted bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	now := time.Now()
-	if r.recent == nil {
-		r.recent = map[string]recentClient{}
-	}
-	for k, v := range r.recent {
-		if now.After(v.until) {
-			delete(r.recent, k)
+// waitVisible polls the replica until done says the client's state is
+// there, so that an admin who just wrote a client reads it back.
+func (r *IndexClients) waitVisible(ctx context.Context, id string, done func(store.Client, error) bool) error {
+	deadline := time.Now().Add(visibleWithin)
+	for {
+		c, err := r.read(ctx, id)
+		if done(c, err) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("client registry: client %s: the write is committed but not yet readable here", truncateID(id))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	r.recent[id] = recentClient{c: c, deleted: deleted, until: now.Add(readYourWrites)}
-}
-
-func (r *IndexClients) recentClient(id string) (recentClient, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	v, ok := r.recent[id]
-	return v, ok && time.Now().Before(v.until)
 }
 
 // indexClient is a client as the index stores it.
@@ -121,12 +108,10 @@ func decodeIndexClient(id string, b []byte) (store.Client, error) {
 // Client returns a client; its error wraps store.ErrNotFound if there is
 // none.
 func (r *IndexClients) Client(ctx context.Context, id string) (store.Client, error) {
-	if v, ok := r.recentClient(id); ok {
-		if v.deleted {
-			return store.Client{}, fmt.Errorf("client registry: client %s: %w", truncateID(id), store.ErrNotFound)
-		}
-		return v.c, nil
-	}
+	return r.read(ctx, id)
+}
+
+func (r *IndexClients) read(ctx context.Context, id string) (store.Client, error) {
 	b, ok, err := r.Index.GetClient(ctx, id)
 	if err != nil {
 		return store.Client{}, fmt.Errorf("client registry: client %s: %w", truncateID(id), err)
@@ -180,8 +165,7 @@ func (r *IndexClients) DeleteClient(ctx context.Context, id string) error {
 	if err := r.Index.DeleteClient(ctx, id); err != nil {
 		return fmt.Errorf("client registry: delete client %s: %w", id, err)
 	}
-	r.remember(id, store.Client{}, true)
-	return nil
+	return r.waitVisible(ctx, id, func(_ store.Client, err error) bool { return isNotFound(err) })
 }
 
 // ListClients returns up to limit clients whose id sorts after after, in
@@ -202,7 +186,7 @@ func (r *IndexClients) ListClients(ctx context.Context, after string, limit int)
 		}
 		c, err := r.Client(ctx, id)
 		if isNotFound(err) {
-			continue // deleted meanwhile (or by this node, not yet applied where the ids came from)
+			continue // deleted meanwhile
 		}
 		if err != nil {
 			return nil, err
@@ -220,8 +204,7 @@ func (r *IndexClients) put(ctx context.Context, c store.Client) error {
 	if err := r.Index.SetClient(ctx, c.ID, b); err != nil {
 		return fmt.Errorf("client registry: client %s: %w", c.ID, err)
 	}
-	r.remember(c.ID, c, false)
-	return nil
+	return r.waitVisible(ctx, c.ID, func(got store.Client, err error) bool { return err == nil && got.UpdatedAt.Equal(c.UpdatedAt) })
 }
 
 func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }
