@@ -99,9 +99,10 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, cfg)
+	interrupted := ctx.Err() != nil // before stop, which cancels ctx
 	stop()
 	if err != nil {
-		if ctx.Err() != nil {
+		if interrupted {
 			fmt.Fprintln(os.Stderr, "bench/router: interrupted; children stopped")
 			os.Exit(130)
 		}
