@@ -21,6 +21,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/labstack/echo/v4"
 
+	"github.com/domicile/domicile/internal/oidcmeta"
 	"github.com/domicile/domicile/internal/problem"
 	"github.com/domicile/domicile/session"
 )
@@ -59,13 +60,10 @@ const (
 // the router only advertises it). Keep in step with the regions'
 // discovery (region/oidc).
 var (
-	scopesSupported = []string{"openid", "profile", "email", "offline_access"}
-	claimsSupported = []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp", "sid",
-		"at_hash", "c_hash", "email", "email_verified", "name"}
-	// acrValuesSupported: multi-factor authentication (step-up), as the
-	// regions' providers understand it.
-	acrValuesSupported    = []string{"mfa", "http://schemas.openid.net/pape/policies/2007/06/multi-factor"}
-	promptValuesSupported = []string{"none", "login", "consent", "select_account"}
+	scopesSupported       = oidcmeta.Scopes
+	claimsSupported       = oidcmeta.Claims
+	acrValuesSupported    = oidcmeta.ACRValues
+	promptValuesSupported = oidcmeta.Prompts
 	// defaultSigningAlgs are advertised until the regions' keys are known.
 	defaultSigningAlgs = []string{"EdDSA", "ES256"}
 )

@@ -17,6 +17,7 @@ import (
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 	"github.com/zitadel/oidc/v3/pkg/op"
 
+	"github.com/domicile/domicile/internal/oidcmeta"
 	"github.com/domicile/domicile/internal/problem"
 	"github.com/domicile/domicile/region/store"
 	"github.com/domicile/domicile/session"
@@ -241,7 +242,7 @@ func New(cfg Config) (*Provider, error) {
 	return p, nil
 }
 
-var supportedClaims = []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp", "sid", "at_hash", "c_hash", "email", "email_verified", "name"}
+var supportedClaims = oidcmeta.Claims
 
 // endpoints are the routes op serves. Keys and discovery are not among
 // them: the routers serve the union JWKS and discovery (this region's

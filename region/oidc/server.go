@@ -11,6 +11,7 @@ import (
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 	"github.com/zitadel/oidc/v3/pkg/op"
 
+	"github.com/domicile/domicile/internal/oidcmeta"
 	"github.com/domicile/domicile/region/store"
 )
 
@@ -90,7 +91,7 @@ func (p *Provider) Discovery(iss string) any {
 		AuthorizationEndpoint: iss + PathAuthorize, TokenEndpoint: iss + PathToken,
 		IntrospectionEndpoint: iss + PathIntrospect, RevocationEndpoint: iss + PathRevoke,
 		UserinfoEndpoint: iss + PathUserinfo, EndSessionEndpoint: iss + PathLogout, JWKSURI: iss + PathKeys,
-		ScopesSupported:                            []string{ScopeOpenID, ScopeProfile, ScopeEmail, ScopeOfflineAccess},
+		ScopesSupported:                            oidcmeta.Scopes,
 		ResponseTypesSupported:                     []string{string(oidc.ResponseTypeCode)},
 		ResponseModesSupported:                     []string{string(oidc.ResponseModeQuery), string(oidc.ResponseModeFragment)},
 		GrantTypesSupported:                        []string{GrantAuthorizationCode, GrantRefreshToken, GrantClientCredentials},
@@ -101,8 +102,8 @@ func (p *Provider) Discovery(iss string) any {
 		RevocationAuthMethodsSupported:             []string{"client_secret_basic", "client_secret_post", "none"},
 		CodeChallengeMethodsSupported:              []string{string(oidc.CodeChallengeMethodS256)},
 		ClaimsSupported:                            supportedClaims,
-		PromptValuesSupported:                      []string{oidc.PromptNone, oidc.PromptLogin, oidc.PromptConsent, oidc.PromptSelectAccount},
-		ACRValuesSupported:                         []string{ACRMFA, ACRPAPEMultiFactor},
+		PromptValuesSupported:                      oidcmeta.Prompts,
+		ACRValuesSupported:                         oidcmeta.ACRValues,
 		AuthorizationResponseIssParameterSupported: true,
 		BackchannelLogoutSupported:                 !p.cfg.NoBackchannel,
 		BackchannelLogoutSessionSupported:          !p.cfg.NoBackchannel,
