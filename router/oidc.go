@@ -35,15 +35,15 @@ const OIDCKeysPath = "/internal/oidc-keys"
 // the same paths, to the regions (but for discovery and the keys, which it
 // serves itself).
 const (
-	pathDiscovery   = "/.well-known/openid-configuration"
-	pathJWKS        = "/oauth2/keys"
-	pathSessionKeys = "/.well-known/session-keys"
-	pathAuthorize   = "/oauth2/authorize"
-	pathToken       = "/oauth2/token"
-	pathIntrospect  = "/oauth2/introspect"
-	pathRevoke      = "/oauth2/revoke"
-	pathUserinfo    = "/userinfo"
-	pathLogout      = "/oauth2/logout"
+	pathDiscovery   = oidcmeta.PathDiscovery
+	pathJWKS        = oidcmeta.PathKeys
+	pathSessionKeys = oidcmeta.PathSessionKeys
+	pathAuthorize   = oidcmeta.PathAuthorize
+	pathToken       = oidcmeta.PathToken
+	pathIntrospect  = oidcmeta.PathIntrospect
+	pathRevoke      = oidcmeta.PathRevoke
+	pathUserinfo    = oidcmeta.PathUserinfo
+	pathLogout      = oidcmeta.PathLogout
 )
 
 // How long clients and caches may keep the documents the router serves.
@@ -60,10 +60,6 @@ const (
 // the router only advertises it). Keep in step with the regions'
 // discovery (region/oidc).
 var (
-	scopesSupported       = oidcmeta.Scopes
-	claimsSupported       = oidcmeta.Claims
-	acrValuesSupported    = oidcmeta.ACRValues
-	promptValuesSupported = oidcmeta.Prompts
 	// defaultSigningAlgs are advertised until the regions' keys are known.
 	defaultSigningAlgs = []string{"EdDSA", "ES256"}
 )
@@ -85,68 +81,6 @@ func checkIssuer(s string) (string, error) {
 		return "", fmt.Errorf("router: issuer: %q: want no path, query or fragment (the router serves the endpoints at the root)", s)
 	}
 	return s, nil
-}
-
-// discoveryDoc is the OpenID Provider metadata (OpenID Connect Discovery
-// 1.0, RFC 8414).
-type discoveryDoc struct {
-	Issuer                                    string   `json:"issuer"`
-	AuthorizationEndpoint                     string   `json:"authorization_endpoint"`
-	TokenEndpoint                             string   `json:"token_endpoint"`
-	IntrospectionEndpoint                     string   `json:"introspection_endpoint"`
-	RevocationEndpoint                        string   `json:"revocation_endpoint"`
-	UserinfoEndpoint                          string   `json:"userinfo_endpoint"`
-	EndSessionEndpoint                        string   `json:"end_session_endpoint"`
-	JWKSURI                                   string   `json:"jwks_uri"`
-	ScopesSupported                           []string `json:"scopes_supported"`
-	ResponseTypesSupported                    []string `json:"response_types_supported"`
-	ResponseModesSupported                    []string `json:"response_modes_supported"`
-	GrantTypesSupported                       []string `json:"grant_types_supported"`
-	SubjectTypesSupported                     []string `json:"subject_types_supported"`
-	IDTokenSigningAlgValuesSupported          []string `json:"id_token_signing_alg_values_supported"`
-	TokenEndpointAuthMethodsSupported         []string `json:"token_endpoint_auth_methods_supported"`
-	IntrospectionEndpointAuthMethodsSupported []string `json:"introspection_endpoint_auth_methods_supported"`
-	RevocationEndpointAuthMethodsSupported    []string `json:"revocation_endpoint_auth_methods_supported"`
-	CodeChallengeMethodsSupported             []string `json:"code_challenge_methods_supported"`
-	ClaimsSupported                           []string `json:"claims_supported"`
-	ACRValuesSupported                        []string `json:"acr_values_supported"`
-	PromptValuesSupported                     []string `json:"prompt_values_supported"`
-	AuthorizationResponseISSParameter         bool     `json:"authorization_response_iss_parameter_supported"`
-	BackchannelLogoutSupported                bool     `json:"backchannel_logout_supported"`
-	BackchannelLogoutSessionSupported         bool     `json:"backchannel_logout_session_supported"`
-	RequestParameterSupported                 bool     `json:"request_parameter_supported"`
-	RequestURIParameterSupported              bool     `json:"request_uri_parameter_supported"`
-	ClaimsParameterSupported                  bool     `json:"claims_parameter_supported"`
-}
-
-func newDiscoveryDoc(issuer string, algs []string) discoveryDoc {
-	auth := []string{"client_secret_basic", "client_secret_post", "none"}
-	return discoveryDoc{
-		Issuer:                                    issuer,
-		AuthorizationEndpoint:                     issuer + pathAuthorize,
-		TokenEndpoint:                             issuer + pathToken,
-		IntrospectionEndpoint:                     issuer + pathIntrospect,
-		RevocationEndpoint:                        issuer + pathRevoke,
-		UserinfoEndpoint:                          issuer + pathUserinfo,
-		EndSessionEndpoint:                        issuer + pathLogout,
-		JWKSURI:                                   issuer + pathJWKS,
-		ScopesSupported:                           scopesSupported,
-		ResponseTypesSupported:                    []string{"code"},
-		ResponseModesSupported:                    []string{"query", "fragment"},
-		GrantTypesSupported:                       []string{"authorization_code", "refresh_token", "client_credentials"},
-		SubjectTypesSupported:                     []string{"public"},
-		IDTokenSigningAlgValuesSupported:          algs,
-		TokenEndpointAuthMethodsSupported:         auth,
-		IntrospectionEndpointAuthMethodsSupported: auth[:2], // only confidential clients introspect
-		RevocationEndpointAuthMethodsSupported:    auth,
-		CodeChallengeMethodsSupported:             []string{"S256"},
-		ClaimsSupported:                           claimsSupported,
-		ACRValuesSupported:                        acrValuesSupported,
-		PromptValuesSupported:                     promptValuesSupported,
-		AuthorizationResponseISSParameter:         true,
-		BackchannelLogoutSupported:                true,
-		BackchannelLogoutSessionSupported:         true,
-	}
 }
 
 // document is a JSON document the router serves, with its entity tag.
@@ -212,7 +146,7 @@ func (s *oidcState) publish() {
 		}
 		slices.Sort(list)
 	}
-	disco, err := json.Marshal(newDiscoveryDoc(s.issuer, list))
+	disco, err := json.Marshal(oidcmeta.NewDiscovery(s.issuer, list, true))
 	if err != nil {
 		panic("router: marshal discovery: " + err.Error())
 	}

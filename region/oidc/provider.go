@@ -26,13 +26,13 @@ import (
 // Endpoint paths, the same on every region and router (the routers serve
 // discovery and the union JWKS themselves and forward the rest).
 const (
-	PathAuthorize  = "/oauth2/authorize"
-	PathToken      = "/oauth2/token"
-	PathIntrospect = "/oauth2/introspect"
-	PathRevoke     = "/oauth2/revoke"
-	PathUserinfo   = "/userinfo"
-	PathLogout     = "/oauth2/logout"
-	PathKeys       = "/oauth2/keys" // served by the routers: the union of the regions' keys
+	PathAuthorize  = oidcmeta.PathAuthorize
+	PathToken      = oidcmeta.PathToken
+	PathIntrospect = oidcmeta.PathIntrospect
+	PathRevoke     = oidcmeta.PathRevoke
+	PathUserinfo   = oidcmeta.PathUserinfo
+	PathLogout     = oidcmeta.PathLogout
+	PathKeys       = oidcmeta.PathKeys // served by the routers: the union of the regions' keys
 	PathDiscovery  = oidc.DiscoveryEndpoint
 )
 

@@ -43,38 +43,6 @@ func errInvalidGrant(desc string) error {
 	return oidc.ErrInvalidGrant().WithDescription("%s", desc)
 }
 
-// discovery is the OpenID Provider metadata of the deployment. Every
-// endpoint is under the issuer (the routers), including the union JWKS.
-type discovery struct {
-	Issuer                            string   `json:"issuer"`
-	AuthorizationEndpoint             string   `json:"authorization_endpoint"`
-	TokenEndpoint                     string   `json:"token_endpoint"`
-	IntrospectionEndpoint             string   `json:"introspection_endpoint"`
-	RevocationEndpoint                string   `json:"revocation_endpoint"`
-	UserinfoEndpoint                  string   `json:"userinfo_endpoint"`
-	EndSessionEndpoint                string   `json:"end_session_endpoint"`
-	JWKSURI                           string   `json:"jwks_uri"`
-	ScopesSupported                   []string `json:"scopes_supported"`
-	ResponseTypesSupported            []string `json:"response_types_supported"`
-	ResponseModesSupported            []string `json:"response_modes_supported"`
-	GrantTypesSupported               []string `json:"grant_types_supported"`
-	SubjectTypesSupported             []string `json:"subject_types_supported"`
-	IDTokenSigningAlgValuesSupported  []string `json:"id_token_signing_alg_values_supported"`
-	TokenEndpointAuthMethodsSupported []string `json:"token_endpoint_auth_methods_supported"`
-	IntrospectionAuthMethodsSupported []string `json:"introspection_endpoint_auth_methods_supported"`
-	RevocationAuthMethodsSupported    []string `json:"revocation_endpoint_auth_methods_supported"`
-	CodeChallengeMethodsSupported     []string `json:"code_challenge_methods_supported"`
-	ClaimsSupported                   []string `json:"claims_supported"`
-	PromptValuesSupported             []string `json:"prompt_values_supported"`
-	ACRValuesSupported                []string `json:"acr_values_supported"`
-	// RFC 9207: authorization responses carry iss.
-	AuthorizationResponseIssParameterSupported bool `json:"authorization_response_iss_parameter_supported"`
-	BackchannelLogoutSupported                 bool `json:"backchannel_logout_supported"`
-	BackchannelLogoutSessionSupported          bool `json:"backchannel_logout_session_supported"`
-	RequestParameterSupported                  bool `json:"request_parameter_supported"`
-	RequestURIParameterSupported               bool `json:"request_uri_parameter_supported"`
-}
-
 // Discovery describes what this provider does, and nothing it does not (op's
 // default lists the implicit and JWT-bearer grants).
 func (s *server) Discovery(ctx context.Context, _ *op.Request[struct{}]) (*op.Response, error) {
@@ -84,30 +52,11 @@ func (s *server) Discovery(ctx context.Context, _ *op.Request[struct{}]) (*op.Re
 	return resp, nil
 }
 
-// Discovery returns the metadata for issuer.
+// Discovery returns the metadata for issuer (the same document the routers
+// serve for the deployment, with this provider's algorithm).
 func (p *Provider) Discovery(iss string) any {
-	return &discovery{
-		Issuer:                iss,
-		AuthorizationEndpoint: iss + PathAuthorize, TokenEndpoint: iss + PathToken,
-		IntrospectionEndpoint: iss + PathIntrospect, RevocationEndpoint: iss + PathRevoke,
-		UserinfoEndpoint: iss + PathUserinfo, EndSessionEndpoint: iss + PathLogout, JWKSURI: iss + PathKeys,
-		ScopesSupported:                            oidcmeta.Scopes,
-		ResponseTypesSupported:                     []string{string(oidc.ResponseTypeCode)},
-		ResponseModesSupported:                     []string{string(oidc.ResponseModeQuery), string(oidc.ResponseModeFragment)},
-		GrantTypesSupported:                        []string{GrantAuthorizationCode, GrantRefreshToken, GrantClientCredentials},
-		SubjectTypesSupported:                      []string{"public"},
-		IDTokenSigningAlgValuesSupported:           []string{"EdDSA"},
-		TokenEndpointAuthMethodsSupported:          []string{"client_secret_basic", "client_secret_post", "none"},
-		IntrospectionAuthMethodsSupported:          []string{"client_secret_basic", "client_secret_post"},
-		RevocationAuthMethodsSupported:             []string{"client_secret_basic", "client_secret_post", "none"},
-		CodeChallengeMethodsSupported:              []string{string(oidc.CodeChallengeMethodS256)},
-		ClaimsSupported:                            supportedClaims,
-		PromptValuesSupported:                      oidcmeta.Prompts,
-		ACRValuesSupported:                         oidcmeta.ACRValues,
-		AuthorizationResponseIssParameterSupported: true,
-		BackchannelLogoutSupported:                 !p.cfg.NoBackchannel,
-		BackchannelLogoutSessionSupported:          !p.cfg.NoBackchannel,
-	}
+	d := oidcmeta.NewDiscovery(iss, []string{"EdDSA"}, !p.cfg.NoBackchannel)
+	return &d
 }
 
 // JWTProfile: the JWT bearer grant is not offered (op would take it).
