@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -168,9 +169,22 @@ func newOIDCRegion(t *testing.T, o oidcOptions) *oidcRegion {
 	t.Cleanup(r.srv.Wait)
 	handler = http.HandlerFunc(r.route)
 
+	// The app's back-channel endpoint is overloaded at the first try of
+	// every logout token: the provider must try again.
+	var seenMu sync.Mutex
+	seen := map[string]bool{}
 	bcl := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		req.ParseForm()
-		r.bcl <- req.PostForm.Get("logout_token")
+		tok := req.PostForm.Get("logout_token")
+		seenMu.Lock()
+		first := !seen[tok]
+		seen[tok] = true
+		seenMu.Unlock()
+		if first {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		r.bcl <- tok
 	}))
 	t.Cleanup(bcl.Close)
 	conf := r.registerClient(`{"client_id":"rp-web","client_name":"Web RP","redirect_uris":["` + rpRedirect + `"],

@@ -128,26 +128,58 @@ func (p *Provider) backchannel(ctx context.Context, l Logout) {
 		p.bg.Add(1)
 		go func() {
 			defer p.bg.Done()
-			ctx, cancel := context.WithTimeout(p.closeCtx, 10*time.Second)
-			defer cancel()
-			req, err := http.NewRequestWithContext(ctx, http.MethodPost, uri, strings.NewReader(url.Values{"logout_token": {tok}}.Encode()))
-			if err != nil {
-				p.log.Error("oidc: back-channel logout", "client", id, "err", err)
-				return
-			}
-			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-			resp, err := p.cfg.Backchannel.Do(req)
-			if err != nil {
-				p.log.Warn("oidc: back-channel logout not delivered", "client", id, "err", err)
-				return
-			}
-			io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNoContent {
-				p.log.Warn("oidc: back-channel logout refused", "client", id, "status", resp.StatusCode)
-			}
+			p.deliverLogout(id, uri, tok)
 		}()
 	}
+}
+
+// backchannelRetries are the pauses before the second and later attempts
+// to deliver a logout token: a client that is briefly down or overloaded
+// (a network error, 5xx or 429) still learns of the logout.
+var backchannelRetries = []time.Duration{500 * time.Millisecond, 2 * time.Second, 8 * time.Second}
+
+// deliverLogout POSTs a logout token to a client's back-channel logout URI
+// (OpenID Back-Channel Logout 1.0), retrying as backchannelRetries says;
+// a 4xx other than 429 is the client's final answer.
+func (p *Provider) deliverLogout(client, uri, tok string) {
+	for attempt := 0; ; attempt++ {
+		status, err := p.postLogout(uri, tok)
+		switch {
+		case err == nil && (status == http.StatusOK || status == http.StatusNoContent):
+			return
+		case err == nil && status >= 400 && status < 500 && status != http.StatusTooManyRequests:
+			p.log.Warn("oidc: back-channel logout refused", "client", client, "status", status)
+			return
+		}
+		if attempt >= len(backchannelRetries) {
+			p.log.Warn("oidc: back-channel logout not delivered", "client", client, "attempts", attempt+1, "status", status, "err", err)
+			return
+		}
+		select {
+		case <-p.closeCtx.Done():
+			p.log.Warn("oidc: back-channel logout abandoned at shutdown", "client", client)
+			return
+		case <-time.After(backchannelRetries[attempt]):
+		}
+	}
+}
+
+// postLogout makes one delivery attempt.
+func (p *Provider) postLogout(uri, tok string) (int, error) {
+	ctx, cancel := context.WithTimeout(p.closeCtx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, uri, strings.NewReader(url.Values{"logout_token": {tok}}.Encode()))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := p.cfg.Backchannel.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }
 
 // logoutToken is a Back-Channel Logout token for a client (typ logout+jwt,
