@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,7 +25,6 @@ import (
 
 	"github.com/domicile/domicile/homeindex"
 	"github.com/domicile/domicile/internal/problem"
-	"github.com/domicile/domicile/internal/testmmdb"
 	"github.com/domicile/domicile/residency"
 )
 
@@ -856,15 +854,7 @@ func newMalformedRouter(tb testing.TB, health HealthConfig, upstream func(region
 	if err != nil {
 		tb.Fatal(err)
 	}
-	mmdb := filepath.Join(tb.TempDir(), "c.mmdb")
-	if err := testmmdb.Write(mmdb); err != nil {
-		tb.Fatal(err)
-	}
-	geo, err := residency.OpenGeoIP(mmdb)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { geo.Close() })
+	geo := testGeoIP(tb)
 	h, _ := homeindex.NewHasher([]byte(strings.Repeat("k", 32)))
 	idx := &mapIndex{m: map[homeindex.Key]homeindex.Entry{}}
 	known, _ := homeindex.NormalizeEmail("known@example.com")

@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -30,7 +29,6 @@ import (
 
 	"github.com/domicile/domicile/homeindex"
 	"github.com/domicile/domicile/internal/testenv"
-	"github.com/domicile/domicile/internal/testmmdb"
 	"github.com/domicile/domicile/residency"
 	"github.com/domicile/domicile/session"
 )
@@ -75,15 +73,7 @@ func newOIDCFixture(t *testing.T, index IndexReader) *oidcFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mmdb := filepath.Join(t.TempDir(), "c.mmdb")
-	if err := testmmdb.Write(mmdb); err != nil {
-		t.Fatal(err)
-	}
-	geo, err := residency.OpenGeoIP(mmdb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { geo.Close() })
+	geo := testGeoIP(t)
 	h, _ := homeindex.NewHasher([]byte(strings.Repeat("k", 32)))
 	f := &oidcFixture{idx: &mapIndex{m: map[homeindex.Key]homeindex.Entry{}}, hasher: h, regions: map[string]*oidcRegion{},
 		hits: map[string]map[string]int{}, logs: &strings.Builder{}}

@@ -58,21 +58,29 @@ type fixture struct {
 	logs    *strings.Builder
 }
 
+// testGeoIP opens the bundled test geo-IP database (documentation ranges
+// mapped to countries), closed when the test ends.
+func testGeoIP(tb testing.TB) *residency.GeoIP {
+	tb.Helper()
+	mmdb := filepath.Join(tb.TempDir(), "c.mmdb")
+	if err := testmmdb.Write(mmdb); err != nil {
+		tb.Fatal(err)
+	}
+	geo, err := residency.OpenGeoIP(mmdb)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { geo.Close() })
+	return geo
+}
+
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	pol, err := residency.Parse([]byte(testPolicy))
 	if err != nil {
 		t.Fatal(err)
 	}
-	mmdb := filepath.Join(t.TempDir(), "c.mmdb")
-	if err := testmmdb.Write(mmdb); err != nil {
-		t.Fatal(err)
-	}
-	geo, err := residency.OpenGeoIP(mmdb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { geo.Close() })
+	geo := testGeoIP(t)
 	h, _ := homeindex.NewHasher([]byte(strings.Repeat("k", 32)))
 	f := &fixture{idx: &mapIndex{m: map[homeindex.Key]homeindex.Entry{}}, hasher: h, hits: map[string]int{}, servers: map[string]*httptest.Server{}, logs: &strings.Builder{}}
 	urls := map[string][]string{}
@@ -246,15 +254,7 @@ func BenchmarkResolve(b *testing.B) {
 	h, _ := homeindex.NewHasher([]byte(strings.Repeat("k", 32)))
 	idx := &mapIndex{m: map[homeindex.Key]homeindex.Entry{}}
 	idx.m[h.EmailKey("ana@example.com")] = homeindex.Entry{Region: "ap-southeast"}
-	mmdb := filepath.Join(b.TempDir(), "c.mmdb")
-	if err := testmmdb.Write(mmdb); err != nil {
-		b.Fatal(err)
-	}
-	geo, err := residency.OpenGeoIP(mmdb)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer geo.Close()
+	geo := testGeoIP(b)
 	rt, err := New(Config{Name: "b", Policy: pol, GeoIP: geo, Regions: map[string][]string{"eu-west": {"http://a"}, "us-east": {"http://b"}, "ap-southeast": {"http://c"}}, Index: idx, Hasher: h, RouteKey: testRouteKey})
 	if err != nil {
 		b.Fatal(err)
