@@ -8,7 +8,8 @@ import (
 	"hash"
 	"hash/crc32"
 	"io"
-	"sort"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -311,13 +312,8 @@ func (f *fsm) client(id string) ([]byte, bool) {
 // clientIDs returns the ids of every registered OAuth client, sorted.
 func (f *fsm) clientIDs() []string {
 	f.mu.RLock()
-	ids := make([]string, 0, len(f.clients))
-	for id := range f.clients {
-		ids = append(ids, id)
-	}
-	f.mu.RUnlock()
-	sort.Strings(ids)
-	return ids
+	defer f.mu.RUnlock()
+	return slices.Sorted(maps.Keys(f.clients))
 }
 
 // pruneRevokedLocked drops revocations past their expiry, judged by the
@@ -491,11 +487,7 @@ func (s *fsmSnapshot) writeTo(out io.Writer) error {
 	w.u32(uint32(s.policy.Version))
 	w.u32(uint32(len(s.policy.Data)))
 	w.write(s.policy.Data)
-	ids := make([]string, 0, len(s.members))
-	for id := range s.members {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
+	ids := slices.Sorted(maps.Keys(s.members))
 	w.u32(uint32(len(ids)))
 	for _, id := range ids {
 		w.u16(uint16(len(id)))
@@ -521,11 +513,7 @@ func (s *fsmSnapshot) writeTo(out io.Writer) error {
 		w.u64(n)
 	}
 	if version >= snapVersion {
-		cids := make([]string, 0, len(s.clients))
-		for id := range s.clients {
-			cids = append(cids, id)
-		}
-		sort.Strings(cids)
+		cids := slices.Sorted(maps.Keys(s.clients))
 		w.u32(uint32(len(cids)))
 		for _, id := range cids {
 			w.u16(uint16(len(id)))
