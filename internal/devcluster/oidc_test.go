@@ -39,18 +39,39 @@ func browserClient() *http.Client {
 	}}
 }
 
-// signUpAndLogin creates a user through router base and logs the browser in
+// signUpLogIn creates a user through router base and logs client in
 // there; it returns the session token.
+func signUpLogIn(client *http.Client, base, email string) (string, error) {
+	creds := `{"email":"` + email + `","password":"correct horse battery"}`
+	var tok string
+	for _, step := range []struct {
+		path string
+		want int
+	}{{"/signup", 201}, {"/login", 200}} {
+		resp, err := client.Post(base+step.path, "application/json", strings.NewReader(creds))
+		if err != nil {
+			return "", err
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var m struct {
+			Token string `json:"session_token"`
+		}
+		json.Unmarshal(raw, &m)
+		if resp.StatusCode != step.want || step.path == "/login" && m.Token == "" {
+			return "", fmt.Errorf("%s %s: HTTP %d %s", step.path, email, resp.StatusCode, raw)
+		}
+		tok = m.Token
+	}
+	return tok, nil
+}
+
+// signUpAndLogin is signUpLogIn for the test goroutine.
 func signUpAndLogin(t *testing.T, browser *http.Client, base, email string) string {
 	t.Helper()
-	creds := `{"email":"` + email + `","password":"correct horse battery"}`
-	if code, m := do(t, browser, "POST", base+"/signup", creds); code != 201 {
-		t.Fatalf("sign-up %s: %d %v", email, code, m)
-	}
-	code, m := do(t, browser, "POST", base+"/login", creds)
-	tok, _ := m["session_token"].(string)
-	if code != 200 || tok == "" {
-		t.Fatalf("login %s: %d %v", email, code, m)
+	tok, err := signUpLogIn(browser, base, email)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return tok
 }
@@ -72,17 +93,28 @@ func authorize(t *testing.T, browser *http.Client, authURL string) *url.URL {
 	return loc
 }
 
+// jwtPayload decodes a JWT's payload into v without verifying it.
+func jwtPayload(tok string, v any) error {
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return fmt.Errorf("not a JWT: %q", tok)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return fmt.Errorf("JWT payload: %w", err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("JWT payload: %w", err)
+	}
+	return nil
+}
+
 // jwtClaims decodes a JWT's payload without verifying it.
 func jwtClaims(t *testing.T, tok string) map[string]any {
 	t.Helper()
-	parts := strings.Split(tok, ".")
-	if len(parts) != 3 {
-		t.Fatalf("not a JWT: %q", tok)
-	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
 	var m map[string]any
-	if err != nil || json.Unmarshal(b, &m) != nil {
-		t.Fatalf("JWT payload: %v", err)
+	if err := jwtPayload(tok, &m); err != nil {
+		t.Fatal(err)
 	}
 	return m
 }
@@ -386,36 +418,19 @@ func logoutOnce(c *Cluster, r []string, i int, email string) (time.Duration, err
 	// routers trust on loopback), as real users do: the per-address rate
 	// limits of the credential endpoints do not apply across users.
 	browser.Transport = xffRT{fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)}
-	creds := `{"email":"` + email + `","password":"correct horse battery"}`
-	post := func(u string) (*http.Response, error) {
-		return browser.Post(u, "application/json", strings.NewReader(creds))
-	}
-	resp, err := post(r[i%3] + "/signup")
+	tok, err := signUpLogIn(browser, r[i%3], email)
 	if err != nil {
 		return 0, err
 	}
-	resp.Body.Close()
-	if resp, err = post(r[i%3] + "/login"); err != nil {
-		return 0, err
-	}
-	var m struct {
-		Token string `json:"session_token"`
-	}
-	json.NewDecoder(resp.Body).Decode(&m)
-	resp.Body.Close()
-	parts := strings.Split(m.Token, ".")
-	if resp.StatusCode != 200 || len(parts) != 3 {
-		return 0, fmt.Errorf("login %s: HTTP %d", email, resp.StatusCode)
-	}
-	payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
 	var claims struct {
 		SID string `json:"sid"`
 	}
-	if json.Unmarshal(payload, &claims) != nil || claims.SID == "" {
-		return 0, fmt.Errorf("login %s: session token without sid", email)
+	if err := jwtPayload(tok, &claims); err != nil || claims.SID == "" {
+		return 0, fmt.Errorf("login %s: session token without sid (%v)", email, err)
 	}
 	start := time.Now()
-	if resp, err = browser.Get(r[(i+1)%3] + "/oauth2/logout"); err != nil {
+	resp, err := browser.Get(r[(i+1)%3] + "/oauth2/logout")
+	if err != nil {
 		return 0, err
 	}
 	resp.Body.Close()
