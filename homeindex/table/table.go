@@ -200,7 +200,30 @@ func join(seg, lo, k1 uint64) Key {
 func (t *Table) Get(k Key) (Value, bool) {
 	k0 := binary.LittleEndian.Uint64(k[:8])
 	k1 := binary.LittleEndian.Uint64(k[8:])
-	sg := &t.segs[k0>>segShift]
+	rest, own, hi, st := lookup(&t.segs[k0>>segShift], k0, k1)
+	if st == probeSlow {
+		return t.getSlow(k)
+	}
+	return decodeValue(rest, own, hi), st == probeHit
+}
+
+const ptrBytes = unsafe.Sizeof(unsafe.Pointer(nil))
+
+// Results of lookup.
+const (
+	probeMiss = iota
+	probeHit
+	probeSlow // look again, with getSlow
+)
+
+// lookupGo is the fast path of Get: it looks for the key (k0, k1) in its
+// two candidate buckets, reached through its directory entry sg, and returns
+// the words of the slot holding it (for decodeValue; zeros on a miss) and
+// probeHit or probeMiss, or probeSlow if the key may be elsewhere (a tag
+// matched another key, or there is a stash) or the segment was being
+// written. On amd64 lookup is the same in assembly (lookup_amd64.s); this
+// is lookup elsewhere, and tests compare the two.
+func lookupGo(sg *segment, k0, k1 uint64) (rest, own, hi uint64, st int) {
 	seq := sg.seq.Load()
 	g := sg.geom.Load()
 	nb, sh := g>>32, uint(g>>8)&63
@@ -212,31 +235,16 @@ func (t *Table) Get(k Key) (Value, bool) {
 	// The entry's fields are consistent only if seq did not move; check
 	// before using the chunk pointers.
 	if sg.seq.Load() != seq || seq&1 != 0 || g == 0 {
-		return t.getSlow(k)
+		return 0, 0, 0, probeSlow
 	}
 	cm := uint64(1)<<sh - 1
 	pq := [2]*bucket{(*bucket)(unsafe.Add(c1, uintptr(h1&cm)*bucketBytes)), (*bucket)(unsafe.Add(c2, uintptr(h2&cm)*bucketBytes))}
-	v, st := probe(&pq, k0, k1, sg, seq, g&1 != 0)
-	if st != probeSlow {
-		return v, st == probeHit
-	}
-	return t.getSlow(k)
+	return probe(&pq, k0, k1, sg, seq, g&1 != 0)
 }
 
-const ptrBytes = unsafe.Sizeof(unsafe.Pointer(nil))
-
-// Results of probe.
-const (
-	probeMiss = iota
-	probeHit
-	probeSlow // look again, with getSlow
-)
-
-// probe looks for a key in its two candidate buckets pq, read under the
-// seqlock of segment sg whose counter was seq; noStash is that of the body
-// holding them. It reports probeSlow if the key may be elsewhere (a
-// tag matched another key, or there is a stash) or the segment was being
-// written.
+// probe is the second half of lookupGo: pq are the two candidate buckets,
+// read under the seqlock of segment sg whose counter was seq; noStash is
+// that of the body holding them.
 //
 // It is a separate function so that the bucket pointers are plain values
 // in registers: each atomic load is then a single instruction. The common
@@ -244,7 +252,7 @@ const (
 // which are predictable.
 //
 //go:noinline
-func probe(pq *[2]*bucket, k0, k1 uint64, sg *segment, seq uint64, noStash bool) (Value, int) {
+func probe(pq *[2]*bucket, k0, k1 uint64, sg *segment, seq uint64, noStash bool) (rest, own, hi uint64, st int) {
 	p, q := pq[0], pq[1]
 	tag := (k0&tagMask | laneOcc) * lanesOne
 	xp := atomic.LoadUint64(&p[0]) ^ tag
@@ -262,22 +270,22 @@ func probe(pq *[2]*bucket, k0, k1 uint64, sg *segment, seq uint64, noStash bool)
 	z := (xp-lanesOne)&^xp&lanesHigh | ((xq-lanesOne)&^xq&lanesHigh)>>1
 	if z == 0 {
 		if !noStash || sg.seq.Load() != seq || seq&1 != 0 {
-			return Value{}, probeSlow
+			return 0, 0, 0, probeSlow
 		}
-		return Value{}, probeMiss
+		return 0, 0, 0, probeMiss
 	}
 	tz := uint(bits.TrailingZeros64(z))
 	inQ := ^tz & 1 // 1 if the lane is q's
 	// The slot is words 1+3s.. of p or q (chosen without a branch).
 	c, off := unsafe.Pointer(pq[inQ]), 24*uintptr(tz>>4)
 	k1s := word(c, off+8)
-	rest := word(c, off+16)
-	own := word(c, off+24)
+	rest = word(c, off+16)
+	own = word(c, off+24)
 	if k1s != k1 || (rest^k0>>tagBits)<<(64-restBits) != 0 || sg.seq.Load() != seq || seq&1 != 0 {
-		return Value{}, probeSlow
+		return 0, 0, 0, probeSlow
 	}
-	hi := hp ^ (hp^hq)&-uint64(inQ)
-	return decodeValue(rest, own, hi>>(tz&^(laneBits-1))), probeHit
+	h := hp ^ (hp^hq)&-uint64(inQ)
+	return rest, own, h >> (tz &^ (laneBits - 1)), probeHit
 }
 
 // getSlow is Get without shortcuts: it retries until it reads a segment

@@ -76,6 +76,29 @@ func (m *model) get(k Key) {
 	if got, ok := m.h.Get(k); ok != wantOK || got != want {
 		m.t.Fatalf("Get(%x) = %+v, %v; want %+v, %v", k, got, ok, want, wantOK)
 	}
+	checkLookup(m.t, m.h, k)
+}
+
+// checkLookup verifies that lookup (assembly on amd64) and lookupGo agree
+// on k exactly, and that a fast-path answer is Get's.
+func checkLookup(t *testing.T, h *Table, k Key) {
+	t.Helper()
+	k0, k1 := binary.LittleEndian.Uint64(k[:8]), binary.LittleEndian.Uint64(k[8:])
+	sg := &h.segs[k0>>segShift]
+	var got, want [4]uint64
+	var st, wst int
+	got[0], got[1], got[2], st = lookup(sg, k0, k1)
+	want[0], want[1], want[2], wst = lookupGo(sg, k0, k1)
+	got[3], want[3] = uint64(st), uint64(wst)
+	if got != want {
+		t.Fatalf("lookup(%x) = %x, lookupGo = %x", k, got, want)
+	}
+	if st != probeSlow {
+		v, ok := h.getSlow(k)
+		if ok != (st == probeHit) || decodeValue(got[0], got[1], got[2]) != v {
+			t.Fatalf("lookup(%x) = %x, getSlow = %+v, %v", k, got, v, ok)
+		}
+	}
 }
 
 // check verifies that the table holds exactly the model's entries.
@@ -268,6 +291,39 @@ func TestAgainstMap(t *testing.T) {
 			m.put(Key{}, val())
 			m.check()
 		})
+	}
+}
+
+// TestLookupSeqlock checks that lookup gives up (probeSlow) while its
+// segment is being written (odd seq) and for an entry without geometry.
+func TestLookupSeqlock(t *testing.T) {
+	h := New(0)
+	k := keyOf(5<<segShift|12345, 678)
+	h.Put(k, Value{Region: 3, Version: 9, Owner: 1})
+	k0, k1 := binary.LittleEndian.Uint64(k[:8]), binary.LittleEndian.Uint64(k[8:])
+	sg := &h.segs[5]
+	if _, _, _, st := lookup(sg, k0, k1); st != probeHit {
+		t.Fatalf("lookup of a stored key: status %d, want hit", st)
+	}
+	if _, _, _, st := lookup(sg, k0+1, k1); st != probeMiss {
+		t.Fatalf("lookup of an absent key: status %d, want miss", st)
+	}
+	sg.seq.Add(1)
+	for _, kk := range [][2]uint64{{k0, k1}, {k0 + 1, k1}} {
+		for name, f := range map[string]func(*segment, uint64, uint64) (uint64, uint64, uint64, int){"lookup": lookup, "lookupGo": lookupGo} {
+			if _, _, _, st := f(sg, kk[0], kk[1]); st != probeSlow {
+				t.Fatalf("%s during a write: status %d, want slow", name, st)
+			}
+		}
+	}
+	sg.seq.Add(1)
+	g := sg.geom.Swap(0)
+	if _, _, _, st := lookup(sg, k0, k1); st != probeSlow {
+		t.Fatalf("lookup with geometry 0: status %d, want slow", st)
+	}
+	sg.geom.Store(g)
+	if v, ok := h.Get(k); !ok || v.Region != 3 {
+		t.Fatalf("Get after the checks = %+v, %v", v, ok)
 	}
 }
 
