@@ -106,7 +106,11 @@ func bareProxyMain(args []string) error {
 			ctx.Error(err.Error(), fasthttp.StatusBadGateway)
 		}
 	}}
-	exitOnSignal()
+	stopProfile, err := startProfile("bareproxy")
+	if err != nil {
+		return err
+	}
+	exitOnSignal(stopProfile)
 	return srv.Serve(ln)
 }
 
@@ -147,7 +151,7 @@ func upstreamMain(args []string) error {
 		WriteTimeout: 30 * time.Second,
 		IdleTimeout:  120 * time.Second,
 	}
-	exitOnSignal()
+	exitOnSignal(func() {})
 	return srv.Serve(ln)
 }
 
@@ -178,18 +182,11 @@ func routerMain(args []string) error {
 	if err != nil {
 		return err
 	}
-	// DOMICILE_BENCH_CPUPROFILE=file profiles the router for its whole run
-	// (to see where the forwarding path spends its time).
-	if path := os.Getenv("DOMICILE_BENCH_CPUPROFILE"); path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			return err
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	stopProfile, err := startProfile("router")
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	<-sig
@@ -219,10 +216,30 @@ func newFileLogger(path, level string) (*slog.Logger, func(), error) {
 }
 
 // exitOnSignal makes a stateless child exit at once on SIGTERM/SIGINT.
-func exitOnSignal() {
+func exitOnSignal(stop func()) {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	go func() { <-sig; os.Exit(0) }()
+	go func() { <-sig; stop(); os.Exit(0) }()
+}
+
+// startProfile starts a CPU profile of this child for its whole run if
+// DOMICILE_BENCH_CPUPROFILE is set: the profile goes to that path plus
+// "." and role (e.g. cpu.out.router, cpu.out.bareproxy), so the router's
+// stack and the bare proxy's can be compared. stop ends it.
+func startProfile(role string) (stop func(), err error) {
+	path := os.Getenv("DOMICILE_BENCH_CPUPROFILE")
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path + "." + role)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 // ---- child processes (parent side) ----
