@@ -1,7 +1,10 @@
 package table
 
 import (
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -138,24 +141,32 @@ func heapAlloc() uint64 {
 	return ms.HeapAlloc
 }
 
-// BenchmarkMemory10M measures the heap held by a table made with New(0) and
-// filled with 10M random keys.
+// BenchmarkMemory10M measures the memory held by a table made with New(0)
+// and filled with 10M random keys: the Go heap it holds (HeapAlloc after a
+// GC, before and after) plus its arena's slabs up to their last touched
+// 2 MiB page (outside the heap); MemoryBytes counts the buckets in use. The
+// arena's share of huge pages is from /proc/self/smaps (Linux).
 func BenchmarkMemory10M(b *testing.B) {
 	if testing.Short() {
 		b.Skip("10M-entry table skipped in -short mode")
 	}
 	const n = 10_000_000
-	var perEntry, slab float64
+	var heap, arena, slab, huge float64
 	for b.Loop() {
 		before := heapAlloc()
 		t := fill(n)
 		after := heapAlloc()
-		perEntry = float64(after-before) / n
+		heap = (float64(after) - float64(before)) / n
+		arena = float64(t.arena.usedBytes()) / n
 		slab = float64(t.MemoryBytes()) / float64(t.Len())
+		huge = float64(arenaHugeBytes(t.arena)) / float64(t.arena.usedBytes())
 		runtime.KeepAlive(t)
 	}
-	b.ReportMetric(perEntry, "B/entry")
+	b.ReportMetric(heap+arena, "B/entry")
+	b.ReportMetric(heap, "heap-B/entry")
+	b.ReportMetric(arena, "arena-B/entry")
 	b.ReportMetric(slab, "MemoryBytes/entry")
+	b.ReportMetric(huge, "huge-page-share")
 }
 
 // BenchmarkRandomLoad is a baseline for BenchmarkGet/10M, measured in the
@@ -219,3 +230,31 @@ func BenchmarkRandomLoad(b *testing.B) {
 
 // sink keeps the compiler from dropping the loads above.
 var sink uint64
+
+// arenaHugeBytes returns how many bytes of a's slabs are backed by huge
+// pages, from the AnonHugePages lines of /proc/self/smaps (0 if unknown).
+func arenaHugeBytes(a *arena) int64 {
+	f, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		return 0
+	}
+	var total int64
+	in := false
+	for line := range strings.Lines(string(f)) {
+		fields := strings.Fields(line)
+		if len(fields) == 0 {
+			continue
+		}
+		if r := strings.SplitN(fields[0], "-", 2); len(r) == 2 && !strings.HasSuffix(fields[0], ":") {
+			lo, err1 := strconv.ParseUint(r[0], 16, 64)
+			hi, err2 := strconv.ParseUint(r[1], 16, 64)
+			in = err1 == nil && err2 == nil && a.overlaps(uintptr(lo), uintptr(hi))
+			continue
+		}
+		if in && fields[0] == "AnonHugePages:" && len(fields) >= 2 {
+			kb, _ := strconv.ParseInt(fields[1], 10, 64)
+			total += kb << 10
+		}
+	}
+	return total
+}

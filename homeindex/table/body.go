@@ -115,15 +115,16 @@ type body struct {
 	maxCnt int // grow before count would exceed this
 	mem    int // bytes allocated for the chunks
 
-	count int // occupied slots (writer only)
-	refs  int // Views referencing this body (writer only)
+	count   int  // occupied slots (writer only)
+	refs    int  // Views referencing this body (writer only)
+	retired bool // no longer its segment's body (writer only)
 }
 
 // emptyBody is the body of a segment that holds nothing: one empty bucket
 // that is never written (its maxCnt of 0 makes the first Put replace it).
 // Its refs are never counted.
 var emptyBody = func() *body {
-	b := newBody(0, 0)
+	b := newBody(nil, 0, 0)
 	b.maxCnt = 0
 	return b
 }()
@@ -134,10 +135,10 @@ func fastrange(x uint64, n int) int {
 	return int(hi)
 }
 
-// newBody allocates an empty body of at least want main slots and stash
-// stash buckets; the allocator's rounding of the last chunk becomes more
-// main buckets.
-func newBody(want, stash int) *body {
+// newBody allocates from a an empty body of at least want main slots and
+// stash stash buckets; the rounding of the last chunk to whole allocation
+// units becomes more main buckets.
+func newBody(a *arena, want, stash int) *body {
 	n := max((want+bucketSlots-1)/bucketSlots, 1) + stash
 	b := &body{shift: smallChunkShift}
 	if n >= 1<<largeChunkShift {
@@ -150,11 +151,13 @@ func newBody(want, stash int) *body {
 		b.chunks = make([]unsafe.Pointer, 0, full+1)
 	}
 	for range full {
-		b.addChunk(make([]bucket, 1<<b.shift))
+		b.addChunk(a.alloc(1<<b.shift), 1<<b.shift)
 	}
 	if rest > 0 {
-		c := slices.Grow([]bucket(nil), rest)
-		b.addChunk(c[:min(cap(c), 1<<b.shift)])
+		// From the Go heap (a chunk the arena does not hold), rounded up
+		// to its allocator size class.
+		n := min(cap(slices.Grow([]bucket(nil), rest)), 1<<b.shift)
+		b.addChunk(a.alloc(n), n)
 	}
 	b.nb = b.nbk - stash
 	b.noStash = stash == 0
@@ -162,11 +165,36 @@ func newBody(want, stash int) *body {
 	return b
 }
 
-// addChunk appends a chunk to a body under construction.
-func (b *body) addChunk(c []bucket) {
-	b.chunks = append(b.chunks, unsafe.Pointer(&c[0]))
-	b.nbk += len(c)
-	b.mem += len(c) * bucketBytes
+// addChunk appends a chunk of n buckets to a body under construction.
+func (b *body) addChunk(c unsafe.Pointer, n int) {
+	b.chunks = append(b.chunks, c)
+	b.nbk += n
+	b.mem += n * bucketBytes
+}
+
+// chunkLen is the number of buckets of chunk i.
+func (b *body) chunkLen(i int) int { return min(b.nbk-i<<b.shift, 1<<b.shift) }
+
+// retire is called when b stops being its segment's body: its chunks go
+// back to a now, or when the last View holding it is released.
+func (b *body) retire(a *arena) {
+	if b == emptyBody {
+		return
+	}
+	b.retired = true
+	if b.refs == 0 {
+		b.freeChunks(a)
+	}
+}
+
+// freeChunks returns b's chunks to a, once: b must be unreachable for the
+// writer and every View. Readers may still hold b (and read its chunks'
+// new contents, which their seqlock check then rejects), so b keeps its
+// chunk pointers.
+func (b *body) freeChunks(a *arena) {
+	for _, c := range b.chunks {
+		a.freeChunk(c)
+	}
 }
 
 // bucket returns bucket i, which must be < b.nbk.
@@ -442,19 +470,21 @@ func (b *body) add(pl *placer, lo, k1 uint64, v Value) bool {
 	return false
 }
 
-// clone returns an unshared copy of b.
-func (b *body) clone() *body {
+// clone returns an unshared copy of b, allocated from a.
+func (b *body) clone(a *arena) *body {
 	nb := *b
 	nb.refs = 0
-	nb.chunks = nb.inline[:len(b.chunks)]
+	nb.retired = false
 	if len(b.chunks) > inlineChunks {
 		nb.chunks = make([]unsafe.Pointer, len(b.chunks))
+	} else {
+		nb.chunks = nb.inline[:len(b.chunks)]
 	}
 	for i, c := range b.chunks {
-		n := min(b.nbk-i<<b.shift, 1<<b.shift)
-		d := make([]bucket, n)
-		copy(d, unsafe.Slice((*bucket)(c), n))
-		nb.chunks[i] = unsafe.Pointer(&d[0])
+		n := b.chunkLen(i)
+		d := a.alloc(n)
+		copy(unsafe.Slice((*bucket)(d), n), unsafe.Slice((*bucket)(c), n))
+		nb.chunks[i] = d
 	}
 	return &nb
 }
@@ -462,11 +492,13 @@ func (b *body) clone() *body {
 // rebuild returns a new, unpublished body of at least want main slots
 // holding b's keys, with at least stash stash buckets (more if that is what
 // it takes; normally none are needed).
-func (b *body) rebuild(pl *placer, want, stash int) *body {
+func (b *body) rebuild(a *arena, pl *placer, want, stash int) *body {
 	for {
-		if nb := b.rebuildInto(pl, newBody(want, stash)); nb != nil {
+		nb := newBody(a, want, stash)
+		if b.rebuildInto(pl, nb) != nil {
 			return nb
 		}
+		nb.freeChunks(a)
 		stash = 2*stash + 1
 	}
 }
@@ -489,10 +521,12 @@ func (b *body) rebuildInto(pl *placer, nb *body) *body {
 }
 
 // rebuildWith is rebuild followed by adding a new key.
-func (b *body) rebuildWith(pl *placer, want, stash int, lo, k1 uint64, v Value) *body {
-	nb := b.rebuild(pl, want, stash)
+func (b *body) rebuildWith(a *arena, pl *placer, want, stash int, lo, k1 uint64, v Value) *body {
+	nb := b.rebuild(a, pl, want, stash)
 	for !nb.add(pl, lo, k1, v) {
-		nb = b.rebuild(pl, want, 2*nb.stashLen()+1)
+		stash := 2*nb.stashLen() + 1
+		nb.freeChunks(a)
+		nb = b.rebuild(a, pl, want, stash)
 	}
 	return nb
 }

@@ -152,6 +152,8 @@ type Table struct {
 	// and pl.
 	wmu sync.Mutex
 	pl  placer
+	// arena holds the buckets of every body of the table.
+	arena *arena
 }
 
 // New returns an empty table. sizeHint is the number of entries expected;
@@ -159,13 +161,14 @@ type Table struct {
 // it starts with no slots at all and grows as needed.
 func New(sizeHint int) *Table {
 	t := &Table{}
+	t.arena = newArena(t)
 	per := float64(sizeHint) / numSegs
 	for i := range t.segs {
 		b := emptyBody
 		if per >= 1 {
 			// Room for ~10% more than the average, i.e. for all but
 			// the fullest segments at large sizes.
-			b = newBody(int(per*1.1)+bucketSlots, 0)
+			b = newBody(t.arena, int(per*1.1)+bucketSlots, 0)
 			t.mem.Add(int64(b.memBytes()))
 		}
 		t.segs[i].publish(b)
@@ -320,7 +323,7 @@ func (t *Table) Put(k Key, v Value) {
 	b := sg.body.Load()
 	if i, s := b.find(lo, k1); i >= 0 {
 		if b.refs > 0 {
-			nb := b.clone()
+			nb := b.clone(t.arena)
 			nb.bucket(i).set(s, lo, k1, v, false)
 			t.replace(sg, b, nb)
 			return
@@ -335,7 +338,7 @@ func (t *Table) Put(k Key, v Value) {
 	if b.count < b.maxCnt {
 		if pl.plan(b, lo, k1) {
 			if b.refs > 0 {
-				nb := b.clone()
+				nb := b.clone(t.arena)
 				pl.apply(nb, lo, k1, v, false)
 				t.replace(sg, b, nb)
 				return
@@ -350,7 +353,7 @@ func (t *Table) Put(k Key, v Value) {
 			// possible with adversarial keys. Use the stash.
 			if i, s := b.stashFree(); i >= 0 {
 				if b.refs > 0 {
-					nb := b.clone()
+					nb := b.clone(t.arena)
 					nb.bucket(i).set(s, lo, k1, v, false)
 					nb.count++
 					t.replace(sg, b, nb)
@@ -362,11 +365,11 @@ func (t *Table) Put(k Key, v Value) {
 				sg.seq.Add(1)
 				return
 			}
-			t.replace(sg, b, b.rebuildWith(pl, b.slots(), 2*b.stashLen()+1, lo, k1, v))
+			t.replace(sg, b, b.rebuildWith(t.arena, pl, b.slots(), 2*b.stashLen()+1, lo, k1, v))
 			return
 		}
 	}
-	t.replace(sg, b, b.rebuildWith(pl, b.growTarget(seg), 0, lo, k1, v))
+	t.replace(sg, b, b.rebuildWith(t.arena, pl, b.growTarget(seg), 0, lo, k1, v))
 }
 
 // Delete removes k and reports whether it was present. Calls to Put and
@@ -389,13 +392,13 @@ func (t *Table) Delete(k Key) bool {
 	case left < b.slots()*minLoadNum/256 && target+target/8+bucketSlots < b.slots():
 		// Shrink (the margin covers allocator rounding, so the new body
 		// really is smaller).
-		nb := b.rebuild(&t.pl, target, 0)
+		nb := b.rebuild(t.arena, &t.pl, target, 0)
 		j, u := nb.find(lo, k1)
 		nb.bucket(j).clear(u, false)
 		nb.count--
 		t.replace(sg, b, nb)
 	case b.refs > 0:
-		nb := b.clone()
+		nb := b.clone(t.arena)
 		nb.bucket(i).clear(s, false)
 		nb.count--
 		t.replace(sg, b, nb)
@@ -412,6 +415,7 @@ func (t *Table) Delete(k Key) bool {
 func (t *Table) replace(sg *segment, old, nb *body) {
 	sg.publish(nb)
 	t.mem.Add(int64(nb.memBytes() - old.memBytes()))
+	old.retire(t.arena)
 }
 
 // Len returns the number of entries. It is safe concurrently with
@@ -487,6 +491,9 @@ func (v *View) Release() {
 	for _, b := range v.bodies {
 		if b != emptyBody {
 			b.refs--
+			if b.refs == 0 && b.retired {
+				b.freeChunks(v.t.arena)
+			}
 		}
 	}
 	v.bodies = nil

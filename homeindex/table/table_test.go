@@ -3,10 +3,13 @@ package table
 import (
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 	"unsafe"
 )
 
@@ -694,7 +697,7 @@ func TestMemoryBytesAndSizeHint(t *testing.T) {
 // gives them.
 func TestBodySizing(t *testing.T) {
 	for _, want := range []int{1, 4, 5, 100, 1000, 2500, 2700, 10000} {
-		b := newBody(want, 0)
+		b := newBody(nil, want, 0)
 		if b.slots() < want {
 			t.Errorf("newBody(%d) has %d slots", want, b.slots())
 		}
@@ -713,4 +716,72 @@ func TestGetDoesNotAllocate(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { h.Get(k); h.Get(miss) }); n != 0 {
 		t.Fatalf("Get allocates %v times", n)
 	}
+}
+
+// TestArenaReuse fills one segment (large chunks, so from the arena),
+// empties and refills it many times, holding a View across some of the
+// churn: the view keeps its entries, the table agrees with the model
+// throughout, and the arena reuses freed chunks instead of growing.
+func TestArenaReuse(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 7))
+	gen := keyGens["one-segment"]
+	m := newModel(t, 0)
+	fillTo := func(n int) {
+		for len(m.m) < n {
+			m.put(gen(r), Value{Region: uint16(r.Uint32()), Version: r.Uint32(), Owner: r.Uint64()})
+		}
+	}
+	fillTo(20000)
+	m.check()
+	if m.h.arena.usedBytes() == 0 {
+		t.Fatal("a segment of 20000 entries took nothing from the arena")
+	}
+	first := m.h.arena.mappedBytes()
+	for round := range 6 {
+		var v *View
+		var want map[Key]Value
+		if round%2 == 0 {
+			v = m.h.Snapshot()
+			want = maps.Clone(m.m)
+		}
+		for k := range m.m {
+			if r.IntN(4) != 0 {
+				m.del(k)
+			}
+		}
+		fillTo(20000)
+		if v != nil {
+			checkView(t, v, want, true)
+		}
+		m.check()
+	}
+	// Six rounds of churn, half of them with a view holding the old
+	// bodies: at most twice the first arena.
+	if got := m.h.arena.mappedBytes(); got > 2*first {
+		t.Fatalf("arena grew from %d to %d bytes over the churn", first, got)
+	}
+}
+
+// TestArenaReleased checks that the slabs of a table that is garbage
+// collected are unmapped.
+func TestArenaReleased(t *testing.T) {
+	h := New(0)
+	r := rand.New(rand.NewPCG(8, 8))
+	gen := keyGens["one-segment"]
+	for range 5000 {
+		h.Put(gen(r), Value{Region: 1})
+	}
+	a := h.arena
+	if a.mappedBytes() == 0 {
+		t.Fatal("the table has no arena slabs")
+	}
+	h = nil
+	for range 100 {
+		runtime.GC()
+		if a.mappedBytes() == 0 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("arena still maps %d bytes after the table was collected", a.mappedBytes())
 }
