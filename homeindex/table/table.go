@@ -33,8 +33,14 @@
 // race), checks the counter again before it follows a chunk pointer, and
 // falls back to a slower retrying path if the counter was odd or changed.
 // Growth, shrinking and copy-on-write build a new body and publish it; the
-// old body is never modified again, and stays alive (garbage collected) as
-// long as a reader holds a pointer into it.
+// old body is never modified again. Its chunks are reused once no View
+// holds it (a reader still reading them sees its counter changed and
+// retries).
+//
+// Bodies of large chunks keep those chunks in the table's arena (arena.go):
+// slabs mapped outside the Go heap, backed by huge pages, from which freed
+// chunks are reused. On amd64 Get's fast path is lookup_amd64.s, the same
+// loads as lookupGo in fewer instructions.
 //
 // A View references the bodies current when it was taken and counts itself
 // in each of them; the writer never modifies a referenced body in place but
