@@ -397,6 +397,18 @@ func requestIDOK(v []byte) bool {
 	return true
 }
 
+// The headers the router sets, in canonical form (SetCanonical skips
+// normalising the name on every request).
+var (
+	hdrRequestID       = []byte(HeaderRequestID)
+	hdrXForwardedFor   = []byte("X-Forwarded-For")
+	hdrXForwardedHost  = []byte("X-Forwarded-Host")
+	hdrXForwardedProto = []byte("X-Forwarded-Proto")
+	hdrForwarded       = []byte("Forwarded")
+	hdrRouter          = []byte(HeaderRouter)
+	hdrRoute           = []byte(routesig.Header)
+)
+
 // hopHeaders are removed from forwarded requests and responses (RFC 9110
 // 7.6.1), besides those the Connection header names.
 var hopHeaders = [...]string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
@@ -426,10 +438,13 @@ func (rt *Router) clientAddr(ctx *fasthttp.RequestCtx, p netip.Addr) netip.Addr 
 
 // stripRequest removes the hop-by-hop headers, those named by Connection,
 // and every Domicile- header from h. It reports false if a header name is
-// not a valid token (RFC 9110 5.1), which the request is refused for.
+// not a valid token (RFC 9110 5.1), which the request is refused for. It
+// looks at every header once, and deletes only those present (each
+// deletion looks at every header again).
 func stripRequest(h *fasthttp.RequestHeader) bool {
-	stripHop(h)
+	delConnectionNamed(h)
 	var own [][]byte
+	var hop uint16
 	for k := range h.All() {
 		if !validToken(k) {
 			return false
@@ -437,7 +452,9 @@ func stripRequest(h *fasthttp.RequestHeader) bool {
 		if len(k) >= 9 && bytes.EqualFold(k[:9], []byte("domicile-")) {
 			own = append(own, append([]byte(nil), k...))
 		}
+		hop |= hopBit(k)
 	}
+	delHop(h, hop)
 	for _, k := range own {
 		h.DelBytes(k)
 	}
@@ -472,7 +489,14 @@ var tokenChars = func() (t [128]bool) {
 
 // stripResponse removes the hop-by-hop headers and those named by
 // Connection from a response.
-func stripResponse(h *fasthttp.ResponseHeader) { stripHop(h) }
+func stripResponse(h *fasthttp.ResponseHeader) {
+	delConnectionNamed(h)
+	var hop uint16
+	for k := range h.All() {
+		hop |= hopBit(k)
+	}
+	delHop(h, hop)
+}
 
 // hopHeader is a request or response header.
 type hopHeader interface {
@@ -481,8 +505,8 @@ type hopHeader interface {
 	DelBytes(key []byte)
 }
 
-// stripHop removes the hop-by-hop headers and those named by Connection.
-func stripHop(h hopHeader) {
+// delConnectionNamed removes the headers that Connection names.
+func delConnectionNamed(h hopHeader) {
 	if c := h.Peek("Connection"); len(c) > 0 {
 		for f := range bytes.SplitSeq(c, []byte(",")) {
 			if f = bytes.TrimSpace(f); len(f) > 0 && !bytes.EqualFold(f, []byte("keep-alive")) && !bytes.EqualFold(f, []byte("close")) {
@@ -490,8 +514,56 @@ func stripHop(h hopHeader) {
 			}
 		}
 	}
-	for _, k := range hopHeaders {
-		h.Del(k)
+}
+
+// hopBit returns 1<<i if k is hopHeaders[i] (in any case), else 0.
+func hopBit(k []byte) uint16 {
+	if len(k) >= len(hopLens) || !hopLens[len(k)] {
+		return 0 // no hop-by-hop header has this length: the common case
+	}
+	for i, name := range hopHeaders {
+		if len(k) == len(name) && equalFold(k, name) {
+			return 1 << i
+		}
+	}
+	return 0
+}
+
+// hopLens marks the lengths of the hopHeaders names.
+var hopLens = func() (l [32]bool) {
+	for _, h := range hopHeaders {
+		l[len(h)] = true
+	}
+	return l
+}()
+
+// equalFold reports whether b and the ASCII string s are equal ignoring
+// ASCII letter case (len(b) == len(s)).
+func equalFold(b []byte, s string) bool {
+	for i := range len(s) {
+		c, d := b[i], s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if 'A' <= d && d <= 'Z' {
+			d += 'a' - 'A'
+		}
+		if c != d {
+			return false
+		}
+	}
+	return true
+}
+
+// delHop deletes Connection (always: it also clears fasthttp's
+// connection-close flag, so the client's "close" is not sent on) and the
+// other hop-by-hop headers whose bits are set in hop.
+func delHop(h hopHeader, hop uint16) {
+	h.Del("Connection")
+	for i, k := range hopHeaders[1:] {
+		if hop&(1<<(i+1)) != 0 {
+			h.Del(k)
+		}
 	}
 }
 
@@ -562,7 +634,7 @@ func (rt *Router) forward(ctx *fasthttp.RequestCtx) {
 	var ridBuf [40]byte
 	if !requestIDOK(rid) {
 		rid = strconv.AppendUint(append(ridBuf[:0], rt.instance...), reqCounter.Add(1), 36)
-		h.SetBytesV(HeaderRequestID, rid)
+		h.SetCanonical(hdrRequestID, rid)
 	}
 	ridStr := string(rid)
 	if rt.log.Enabled(context.Background(), slog.LevelDebug) { // only the keyed hash of the identifier, never the identifier
@@ -577,14 +649,14 @@ func (rt *Router) forward(ctx *fasthttp.RequestCtx) {
 		h.Set("X-Forwarded-For", string(xff)+", "+peerAddr.String())
 	} else {
 		var b [48]byte
-		h.SetBytesV("X-Forwarded-For", peerAddr.AppendTo(b[:0]))
+		h.SetCanonical(hdrXForwardedFor, peerAddr.AppendTo(b[:0]))
 	}
-	h.SetBytesV("X-Forwarded-Host", h.Host())
+	h.SetCanonical(hdrXForwardedHost, h.Host())
 	proto := "http"
 	if ctx.IsTLS() {
 		proto = "https"
 	}
-	h.Set("X-Forwarded-Proto", proto)
+	h.SetCanonical(hdrXForwardedProto, []byte(proto))
 	// RFC 7239: the router's own view replaces whatever the client sent
 	// (only the address it resolved, which honours trusted proxies).
 	var fwd [128]byte
@@ -595,8 +667,8 @@ func (rt *Router) forward(ctx *fasthttp.RequestCtx) {
 		f = client.AppendTo(f)
 	}
 	f = append(append(f, ";proto="...), proto...)
-	h.SetBytesV("Forwarded", f)
-	h.Set(HeaderRouter, rt.cfg.Name)
+	h.SetCanonical(hdrForwarded, f)
+	h.SetCanonical(hdrRouter, rt.name)
 	if res.rule != "" {
 		h.Set(homeindex.HeaderHomeRule, res.rule)
 	}
@@ -609,7 +681,7 @@ func (rt *Router) forward(ctx *fasthttp.RequestCtx) {
 	if id.hasID {
 		ident = (*[routesig.IdentLen]byte)(&id.key)
 	}
-	h.SetBytesV(routesig.Header, rt.signer.AppendHeaderFor(sig[:0], string(ctx.Method()), string(h.RequestURI()), res.region, ident, start))
+	h.SetCanonical(hdrRoute, rt.signer.AppendHeaderFor(sig[:0], string(ctx.Method()), string(h.RequestURI()), res.region, ident, start))
 
 	// Send it to a healthy node; another node only if no byte was sent,
 	// or the request is idempotent and its body is in memory.

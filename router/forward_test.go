@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"github.com/domicile/domicile/homeindex"
 	"github.com/domicile/domicile/internal/testenv"
 	"github.com/domicile/domicile/residency"
+	"github.com/valyala/fasthttp"
 )
 
 // seen counts, per request id, how many times any node received it.
@@ -300,3 +302,68 @@ func TestStreamingAndHeaderHygiene(t *testing.T) {
 type zeros struct{}
 
 func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// TestStripHop parses requests and responses carrying every hop-by-hop
+// header (in odd cases) and checks that exactly those, the headers
+// Connection names and (on requests) the Domicile- ones are removed.
+func TestStripHop(t *testing.T) {
+	hop := "Connection: keep-alive, X-Named\r\nX-Named: 1\r\nproxy-connection: keep-alive\r\nKEEP-ALIVE: timeout=5\r\n" +
+		"Proxy-Authenticate: Basic\r\nProxy-Authorization: Basic Zm9v\r\nTE: trailers\r\nUpgrade: h2c\r\n"
+	keep := []string{"X-Keep", "Accept", "X-Te", "Keep-Alive-Not"}
+	kept := "X-Keep: 1\r\nAccept: */*\r\nX-Te: 1\r\nKeep-Alive-Not: 1\r\n"
+	gone := []string{"Connection", "X-Named", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Upgrade"}
+
+	var req fasthttp.Request
+	raw := "GET /x HTTP/1.1\r\nHost: h\r\n" + hop + kept + "Domicile-Route: forged\r\n\r\n"
+	if err := req.Read(bufio.NewReader(strings.NewReader(raw))); err != nil {
+		t.Fatal(err)
+	}
+	if !stripRequest(&req.Header) {
+		t.Fatal("stripRequest refused valid header names")
+	}
+	for _, h := range append(gone, "Domicile-Route") {
+		if v := req.Header.Peek(h); len(v) > 0 {
+			t.Errorf("request still has %s: %q", h, v)
+		}
+	}
+	for _, h := range keep {
+		if len(req.Header.Peek(h)) == 0 {
+			t.Errorf("request lost %s", h)
+		}
+	}
+
+	// Connection: close from the client is not sent on.
+	req.Reset()
+	if err := req.Read(bufio.NewReader(strings.NewReader("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"))); err != nil {
+		t.Fatal(err)
+	}
+	stripRequest(&req.Header)
+	if req.Header.ConnectionClose() {
+		t.Error("the client's Connection: close would be sent to the region")
+	}
+	// An invalid header name refuses the request.
+	req.Reset()
+	req.Header.Set("X-Ok", "1")
+	req.Header.DisableNormalizing()
+	req.Header.Set("Bad Name", "1")
+	if stripRequest(&req.Header) {
+		t.Error("a header name with a space was accepted")
+	}
+
+	var resp fasthttp.Response
+	raw = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n" + hop + kept + "Trailer: X-Sum\r\n\r\n"
+	if err := resp.Read(bufio.NewReader(strings.NewReader(raw))); err != nil {
+		t.Fatal(err)
+	}
+	stripResponse(&resp.Header)
+	for _, h := range append(gone, "Trailer") {
+		if v := resp.Header.Peek(h); len(v) > 0 {
+			t.Errorf("response still has %s: %q", h, v)
+		}
+	}
+	for _, h := range keep {
+		if len(resp.Header.Peek(h)) == 0 {
+			t.Errorf("response lost %s", h)
+		}
+	}
+}

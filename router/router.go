@@ -127,6 +127,7 @@ type Router struct {
 	health   HealthConfig
 	limits   limiters
 	instance string            // prefix of the request ids this router makes
+	name     []byte            // cfg.Name, for the Domicile-Router header
 	keys     *session.Verifier // nil if Config.Sessions was given
 	routes   map[string]string // path → route label
 	oidc     *oidcState        // nil without Config.Issuer
@@ -189,6 +190,7 @@ func New(cfg Config) (*Router, error) {
 		signer:    signer,
 		health:    cfg.Health,
 		instance:  base64.RawURLEncoding.EncodeToString(inst[:]) + "-",
+		name:      []byte(cfg.Name),
 		keysEvery: keysRefresh,
 		upstream:  make(map[string]prometheus.Observer),
 		stop:      make(chan struct{}),
