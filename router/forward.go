@@ -636,9 +636,12 @@ func (rt *Router) forward(ctx *fasthttp.RequestCtx) {
 		rid = strconv.AppendUint(append(ridBuf[:0], rt.instance...), reqCounter.Add(1), 36)
 		h.SetCanonical(hdrRequestID, rid)
 	}
-	ridStr := string(rid)
+	// A copy for the logs (rid points into the header, which changes
+	// below), made a string only if something is logged.
+	var ridKeep [64]byte
+	ridCopy := append(ridKeep[:0], rid...)
 	if rt.log.Enabled(context.Background(), slog.LevelDebug) { // only the keyed hash of the identifier, never the identifier
-		rt.log.Debug("route", "request_id", ridStr, "path", string(ctx.Path()), "key", id.key.String(), "region", res.region, "source", res.source)
+		rt.log.Debug("route", "request_id", string(ridCopy), "path", string(ctx.Path()), "key", id.key.String(), "region", res.region, "source", res.source)
 	}
 	if !stripRequest(h) {
 		rt.fail(ctx, problem.New(fasthttp.StatusBadRequest, "a header name is not a valid token"))
@@ -726,7 +729,7 @@ func (rt *Router) forward(ctx *fasthttp.RequestCtx) {
 				// length) stream to the client as they arrive.
 				if n := ctx.Response.Header.ContentLength(); n >= 0 && n <= maxBufferedBody {
 					if err := bufferResponse(&ctx.Response, n); err != nil {
-						rt.log.Warn("response body from region cut short", "request_id", ridStr, "region", res.region, "node", nd.url, "err", err)
+						rt.log.Warn("response body from region cut short", "request_id", string(ridCopy), "region", res.region, "node", nd.url, "err", err)
 						ctx.Response.Reset()
 						rt.fail(ctx, problem.New(fasthttp.StatusBadGateway, "region "+res.region+" sent an incomplete response"))
 						return
@@ -748,7 +751,7 @@ func (rt *Router) forward(ctx *fasthttp.RequestCtx) {
 		if refused(err) {
 			nd.observe(false, true, &rt.health, rt.log)
 		}
-		rt.log.Warn("forwarding failed", "request_id", ridStr, "region", res.region, "node", nd.url, "err", err, "retry", !sent || retryable)
+		rt.log.Warn("forwarding failed", "request_id", string(ridCopy), "region", res.region, "node", nd.url, "err", err, "retry", !sent || retryable)
 		ctx.Response.Reset()
 		if sent && !retryable {
 			p := problem.New(fasthttp.StatusBadGateway, "region "+res.region+" did not answer; the request may or may not have been processed")

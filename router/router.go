@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -243,7 +244,8 @@ func New(cfg Config) (*Router, error) {
 		if len(urls) == 0 {
 			return nil, fmt.Errorf("router: regions.%s: no node URL", name)
 		}
-		pl := &pool{name: name, counters: map[[2]string]prometheus.Counter{}}
+		pl := &pool{name: name}
+		pl.counters.Store(&map[[2]string]prometheus.Counter{})
 		for i, raw := range urls {
 			n, err := newNode(name, raw)
 			if err != nil {
@@ -327,16 +329,19 @@ var knownRoutes = []string{"/authorize", pathAuthorize, pathToken, pathIntrospec
 // resolved returns the counter of a resolution source, route and region.
 func (rt *Router) resolved(source, route string, pl *pool) prometheus.Counter {
 	k := [2]string{source, route}
-	pl.mu.RLock()
-	c, ok := pl.counters[k]
-	pl.mu.RUnlock()
-	if ok {
+	if c, ok := (*pl.counters.Load())[k]; ok {
 		return c
 	}
-	c = rt.resolutions.WithLabelValues(source, pl.name, route)
 	pl.mu.Lock()
-	pl.counters[k] = c
-	pl.mu.Unlock()
+	defer pl.mu.Unlock()
+	old := *pl.counters.Load()
+	if c, ok := old[k]; ok {
+		return c
+	}
+	c := rt.resolutions.WithLabelValues(source, pl.name, route)
+	m := maps.Clone(old)
+	m[k] = c
+	pl.counters.Store(&m)
 	return c
 }
 

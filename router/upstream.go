@@ -64,9 +64,11 @@ type pool struct {
 	nodes []*node
 	next  atomic.Uint32
 	// counters caches the resolution counters of this region by source
-	// and route.
-	mu       sync.RWMutex
-	counters map[[2]string]prometheus.Counter
+	// and route: a map replaced (copied) on every addition, under mu, so
+	// that the forwarding path reads it with one atomic load and no lock
+	// (a read lock's counter would bounce between the cores).
+	mu       sync.Mutex
+	counters atomic.Pointer[map[[2]string]prometheus.Counter]
 }
 
 // newNode parses a region node URL and makes its connection pool.
