@@ -179,6 +179,11 @@ func (r *Runner) retryWait(ctx context.Context, attempt int, err error) error {
 	if r.OnRetry != nil {
 		r.OnRetry(attempt, err)
 	}
+	// A context that already ended wins over a timer that fires at once
+	// (select would pick either).
+	if ctx.Err() != nil {
+		return fmt.Errorf("sqltx: waiting to retry: %w (after attempt %d: %w)", ctx.Err(), attempt, err)
+	}
 	timer := time.NewTimer(backoff(attempt))
 	defer timer.Stop()
 	select {
