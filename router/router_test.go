@@ -299,3 +299,56 @@ func BenchmarkResolve(b *testing.B) {
 		})
 	}
 }
+
+// TestMetricsAfterMixedMethods sends requests with different methods to the
+// router's own (echo) routes over one keep-alive connection, then scrapes
+// /metrics: the scrape succeeds and every method label is a real method.
+// (The fasthttp-to-net/http bridge hands echo strings that alias buffers
+// reused by the next request; a label kept from one would change under the
+// registry.)
+func TestMetricsAfterMixedMethods(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer up.Close()
+	rt := newTestRouter(t, map[string][]string{"eu-west": {up.URL}, "us-east": {up.URL}, "ap-southeast": {up.URL}}, RateLimits{})
+	url := startRouter(t, rt)
+	c := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
+	for i := range 30 {
+		method := []string{http.MethodGet, http.MethodPost, http.MethodDelete, http.MethodPut, http.MethodPatch, "PROPFIND"}[i%6]
+		req, _ := http.NewRequest(method, url+[]string{"/healthz", "/readyz", "/.well-known/openid-configuration"}[i%3], nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	resp, err := c.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/metrics: HTTP %d: %s", resp.StatusCode, body)
+	}
+	valid := map[string]bool{"GET": true, "POST": true, "DELETE": true, "PUT": true, "PATCH": true, "HEAD": true, "OPTIONS": true, "other": true}
+	n := 0
+	for line := range strings.Lines(string(body)) {
+		if !strings.HasPrefix(line, "domicile_http_requests_total{") {
+			continue
+		}
+		n++
+		i := strings.Index(line, `method="`)
+		if i < 0 {
+			t.Fatalf("no method label: %s", line)
+		}
+		m := line[i+len(`method="`):]
+		m = m[:strings.IndexByte(m, '"')]
+		if !valid[m] {
+			t.Errorf("method label %q: %s", m, line)
+		}
+	}
+	if n == 0 {
+		t.Fatalf("no domicile_http_requests_total in /metrics:\n%s", body)
+	}
+}

@@ -68,9 +68,34 @@ func (m *Metrics) Middleware() echo.MiddlewareFunc {
 			if route == "" {
 				route = "unmatched"
 			}
-			m.requests.WithLabelValues(route, c.Request().Method, strconv.Itoa(c.Response().Status)).Inc()
+			m.requests.WithLabelValues(route, methodLabel(c.Request().Method), strconv.Itoa(c.Response().Status)).Inc()
 			m.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
 			return nil
 		}
 	}
+}
+
+// methodLabel returns the method as one of a fixed set of constant strings.
+// Label values are kept by the registry, and a request's Method may alias a
+// buffer that is reused for the next request (the router's fasthttp-to-echo
+// bridge), which would change the label under the registry; the fixed set
+// also bounds the label's cardinality.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet:
+		return http.MethodGet
+	case http.MethodHead:
+		return http.MethodHead
+	case http.MethodPost:
+		return http.MethodPost
+	case http.MethodPut:
+		return http.MethodPut
+	case http.MethodPatch:
+		return http.MethodPatch
+	case http.MethodDelete:
+		return http.MethodDelete
+	case http.MethodOptions:
+		return http.MethodOptions
+	}
+	return "other"
 }
