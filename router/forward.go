@@ -147,8 +147,12 @@ func readBody(ctx *fasthttp.RequestCtx, limit int) ([]byte, *problem.Problem) {
 	if !ctx.Request.IsBodyStream() {
 		return ctx.Request.Body(), nil
 	}
-	buf := make([]byte, 0, max(n, 512))
-	lr := io.LimitReader(ctx.RequestBodyStream(), int64(limit)+1)
+	// A pooled scratch buffer: SetBody copies it into the request.
+	bp := bodyBufs.Get().(*[]byte)
+	defer bodyBufs.Put(bp)
+	buf := slices.Grow((*bp)[:0], max(n, 512))
+	defer func() { *bp = buf[:0] }()
+	lr := io.LimitedReader{R: ctx.RequestBodyStream(), N: int64(limit) + 1}
 	for {
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]

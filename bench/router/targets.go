@@ -226,7 +226,29 @@ func exitOnSignal(stop func()) {
 // DOMICILE_BENCH_CPUPROFILE is set: the profile goes to that path plus
 // "." and role (e.g. cpu.out.router, cpu.out.bareproxy), so the router's
 // stack and the bare proxy's can be compared. stop ends it.
+//
+// DOMICILE_BENCH_MEMPROFILE likewise writes an allocation profile (every
+// allocation sampled) when the child stops.
 func startProfile(role string) (stop func(), err error) {
+	if mp := os.Getenv("DOMICILE_BENCH_MEMPROFILE"); mp != "" {
+		runtime.MemProfileRate = 1
+		stopCPU, err := startCPUProfile(role)
+		if err != nil {
+			return nil, err
+		}
+		return func() {
+			stopCPU()
+			if f, err := os.Create(mp + "." + role); err == nil {
+				pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}, nil
+	}
+	return startCPUProfile(role)
+}
+
+// startCPUProfile is the CPU half of startProfile.
+func startCPUProfile(role string) (stop func(), err error) {
 	path := os.Getenv("DOMICILE_BENCH_CPUPROFILE")
 	if path == "" {
 		return func() {}, nil
