@@ -16,6 +16,8 @@ import (
 
 	"github.com/domicile/domicile/deploy/dev"
 	"github.com/domicile/domicile/internal/testenv"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 const testToken = "test-internal-token"
@@ -454,5 +456,38 @@ func TestBadWireInput(t *testing.T) {
 	}
 	if n := tc.nodes[0].Len(); n != 0 {
 		t.Fatalf("bad input changed the index: %d entries", n)
+	}
+}
+
+// TestCollectors checks the replica's Prometheus metrics: entries, table
+// and arena bytes, leadership.
+func TestCollectors(t *testing.T) {
+	tc := startCluster(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := tc.nodes[0].Claim(ctx, []Key{key(7)}, "eu-west", "eu-west.u7"); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(tc.nodes[0].Collectors()...)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if m := mf.GetMetric(); len(m) == 1 && m[0].GetGauge() != nil {
+			got[mf.GetName()] = m[0].GetGauge().GetValue()
+		}
+	}
+	for name, ok := range map[string]func(float64) bool{
+		"domicile_index_entries":     func(v float64) bool { return v == 1 },
+		"domicile_index_table_bytes": func(v float64) bool { return v > 0 },
+		"domicile_index_arena_bytes": func(v float64) bool { return v >= 0 },
+		"domicile_index_leader":      func(v float64) bool { return v == 1 },
+	} {
+		if v, found := got[name]; !found || !ok(v) {
+			t.Errorf("%s = %v (present %v)", name, v, found)
+		}
 	}
 }

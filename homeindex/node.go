@@ -331,6 +331,10 @@ func (n *Node) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{n.batchSizes, n.applyLatency,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "domicile_index_entries", Help: "Identifier entries in the local replica."},
 			func() float64 { return float64(n.Len()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "domicile_index_table_bytes", Help: "Bytes of the local replica's table buckets in use."},
+			func() float64 { return float64(n.fsm.tbl.Load().MemoryBytes()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "domicile_index_arena_bytes", Help: "Bytes the local replica's table has mapped outside the Go heap (not in go_memstats)."},
+			func() float64 { return float64(n.fsm.tbl.Load().ArenaBytes()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "domicile_index_leader", Help: "1 if this node is the Raft leader."},
 			func() float64 {
 				if n.IsLeader() {

@@ -159,6 +159,11 @@ func (a *arena) overlaps(lo, hi uintptr) bool {
 	return false
 }
 
+// ArenaBytes returns the bytes of the table's arena slabs: memory outside
+// the Go heap (so not in the runtime's memory statistics), of which
+// MemoryBytes counts the part in use.
+func (t *Table) ArenaBytes() int64 { return t.arena.mappedBytes() }
+
 // mappedBytes returns the bytes of the arena's slabs.
 func (a *arena) mappedBytes() int64 { return a.mapped.Load() }
 
