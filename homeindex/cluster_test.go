@@ -13,11 +13,10 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/domicile/domicile/deploy/dev"
 	"github.com/domicile/domicile/internal/testenv"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 const testToken = "test-internal-token"
