@@ -321,16 +321,7 @@ func TestStripHop(t *testing.T) {
 	if !stripRequest(&req.Header) {
 		t.Fatal("stripRequest refused valid header names")
 	}
-	for _, h := range append(gone, "Domicile-Route") {
-		if v := req.Header.Peek(h); len(v) > 0 {
-			t.Errorf("request still has %s: %q", h, v)
-		}
-	}
-	for _, h := range keep {
-		if len(req.Header.Peek(h)) == 0 {
-			t.Errorf("request lost %s", h)
-		}
-	}
+	checkStripped(t, "request", req.Header.Peek, append(gone, "Domicile-Route"), keep)
 
 	// Connection: close from the client is not sent on.
 	req.Reset()
@@ -356,14 +347,21 @@ func TestStripHop(t *testing.T) {
 		t.Fatal(err)
 	}
 	stripResponse(&resp.Header)
-	for _, h := range append(gone, "Trailer") {
-		if v := resp.Header.Peek(h); len(v) > 0 {
-			t.Errorf("response still has %s: %q", h, v)
+	checkStripped(t, "response", resp.Header.Peek, append(gone, "Trailer"), keep)
+}
+
+// checkStripped checks that a message (peek reads its headers) has none of
+// gone and all of keep.
+func checkStripped(t *testing.T, what string, peek func(string) []byte, gone, keep []string) {
+	t.Helper()
+	for _, h := range gone {
+		if v := peek(h); len(v) > 0 {
+			t.Errorf("%s still has %s: %q", what, h, v)
 		}
 	}
 	for _, h := range keep {
-		if len(resp.Header.Peek(h)) == 0 {
-			t.Errorf("response lost %s", h)
+		if len(peek(h)) == 0 {
+			t.Errorf("%s lost %s", what, h)
 		}
 	}
 }

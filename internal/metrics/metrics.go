@@ -81,21 +81,17 @@ func (m *Metrics) Middleware() echo.MiddlewareFunc {
 // bridge), which would change the label under the registry; the fixed set
 // also bounds the label's cardinality.
 func methodLabel(m string) string {
-	switch m {
-	case http.MethodGet:
-		return http.MethodGet
-	case http.MethodHead:
-		return http.MethodHead
-	case http.MethodPost:
-		return http.MethodPost
-	case http.MethodPut:
-		return http.MethodPut
-	case http.MethodPatch:
-		return http.MethodPatch
-	case http.MethodDelete:
-		return http.MethodDelete
-	case http.MethodOptions:
-		return http.MethodOptions
+	if l, ok := methodLabels[m]; ok {
+		return l
 	}
 	return "other"
 }
+
+// methodLabels maps each method to itself, as a constant string.
+var methodLabels = func() map[string]string {
+	l := map[string]string{}
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions} {
+		l[m] = m
+	}
+	return l
+}()
