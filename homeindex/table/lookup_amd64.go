@@ -5,12 +5,12 @@ package table
 import "unsafe"
 
 // lookup is lookupGo in assembly (lookup_amd64.s): the same loads in the
-// same order, in about a third of the instructions, and with prefetches
-// instead of loads for the buckets' other cache lines. With the table much
-// larger than the caches, a lookup waits for memory most of its time, and
-// the processor overlaps the waits of consecutive lookups only as far as
-// their instructions fit in its reorder window: the fewer instructions a
-// lookup takes, the more lookups are in flight at once.
+// same order, in fewer instructions (one call instead of two, no spills),
+// and with prefetches instead of loads for the buckets' other cache lines.
+// With the table much larger than the caches, a lookup waits for memory
+// most of its time, and the processor overlaps the waits of consecutive
+// lookups only as far as their instructions fit in its reorder window: the
+// fewer instructions a lookup takes, the more lookups are in flight at once.
 //
 // The reads are plain loads, which on amd64 are atomic and not reordered
 // with each other, as are those of lookupGo's atomic loads.
