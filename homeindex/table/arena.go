@@ -24,9 +24,9 @@ import (
 // last, partial chunk of a large body take their memory from the Go heap,
 // so the arena never fragments: a chunk that is no longer used goes to the
 // free list and is reused before the slab grows. At 10M entries ~90% of the
-// buckets are in the arena. A body's chunks are freed when the body is replaced and no
-// View holds it, when the last View holding a replaced body is released,
-// or when a body built for a rebuild is abandoned. A reader may still be
+// buckets are in the arena. A body's chunks are freed when the body is
+// replaced and no View holds it, when the last View holding a replaced body
+// is released, or when a body built for a rebuild is abandoned. A reader may still be
 // reading a chunk that was freed and reused (it loaded the chunk pointer
 // before the replacement): it reads words that make no sense, and then
 // finds its segment's counter changed and looks again, as it does for any
@@ -136,20 +136,20 @@ func (a *arena) freeChunk(p unsafe.Pointer) {
 	}
 }
 
-// owns reports whether p lies in one of a's slabs.
+// owns reports whether p lies in one of a's slabs; the caller holds a.mu.
 func (a *arena) owns(p unsafe.Pointer) bool {
-	for _, s := range a.slabs {
-		if base := uintptr(unsafe.Pointer(&s[0])); uintptr(p)-base < uintptr(len(s)) {
-			return true
-		}
-	}
-	return false
+	return a.overlapsLocked(uintptr(p), uintptr(p)+1)
 }
 
 // overlaps reports whether [lo, hi) overlaps one of a's slabs.
 func (a *arena) overlaps(lo, hi uintptr) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	return a.overlapsLocked(lo, hi)
+}
+
+// overlapsLocked is overlaps for a caller that holds a.mu.
+func (a *arena) overlapsLocked(lo, hi uintptr) bool {
 	for _, s := range a.slabs {
 		base := uintptr(unsafe.Pointer(&s[0]))
 		if lo < base+uintptr(len(s)) && base < hi {

@@ -154,8 +154,8 @@ func newBody(a *arena, want, stash int) *body {
 		b.addChunk(a.alloc(1<<b.shift), 1<<b.shift)
 	}
 	if rest > 0 {
-		// From the Go heap (a chunk the arena does not hold), rounded up
-		// to its allocator size class.
+		// Rounded up to its Go heap size class, where it is allocated
+		// (the arena holds only full chunks).
 		n := min(cap(slices.Grow([]bucket(nil), rest)), 1<<b.shift)
 		b.addChunk(a.alloc(n), n)
 	}
@@ -176,13 +176,27 @@ func (b *body) addChunk(c unsafe.Pointer, n int) {
 func (b *body) chunkLen(i int) int { return min(b.nbk-i<<b.shift, 1<<b.shift) }
 
 // retire is called when b stops being its segment's body: its chunks go
-// back to a now, or when the last View holding it is released.
+// back to a now, or when the last View holding it is released (unref).
 func (b *body) retire(a *arena) {
 	if b == emptyBody {
 		return
 	}
 	b.retired = true
-	if b.refs == 0 {
+	b.freeIfUnused(a)
+}
+
+// unref is called when a View holding b is released.
+func (b *body) unref(a *arena) {
+	if b == emptyBody {
+		return
+	}
+	b.refs--
+	b.freeIfUnused(a)
+}
+
+// freeIfUnused frees b's chunks once it is retired and no View holds it.
+func (b *body) freeIfUnused(a *arena) {
+	if b.retired && b.refs == 0 {
 		b.freeChunks(a)
 	}
 }

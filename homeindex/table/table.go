@@ -495,12 +495,7 @@ func (v *View) Release() {
 	v.t.wmu.Lock()
 	defer v.t.wmu.Unlock()
 	for _, b := range v.bodies {
-		if b != emptyBody {
-			b.refs--
-			if b.refs == 0 && b.retired {
-				b.freeChunks(v.t.arena)
-			}
-		}
+		b.unref(v.t.arena)
 	}
 	v.bodies = nil
 }
