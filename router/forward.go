@@ -149,9 +149,8 @@ func readBody(ctx *fasthttp.RequestCtx, limit int) ([]byte, *problem.Problem) {
 	}
 	// A pooled scratch buffer: SetBody copies it into the request.
 	bp := bodyBufs.Get().(*[]byte)
-	defer bodyBufs.Put(bp)
 	buf := slices.Grow((*bp)[:0], max(n, 512))
-	defer func() { *bp = buf[:0] }()
+	defer func() { *bp = buf[:0]; bodyBufs.Put(bp) }()
 	lr := io.LimitedReader{R: ctx.RequestBodyStream(), N: int64(limit) + 1}
 	for {
 		if len(buf) == cap(buf) {
@@ -525,39 +524,22 @@ func hopBit(k []byte) uint16 {
 	if len(k) >= len(hopLens) || !hopLens[len(k)] {
 		return 0 // no hop-by-hop header has this length: the common case
 	}
-	for i, name := range hopHeaders {
-		if len(k) == len(name) && equalFold(k, name) {
+	for i, name := range hopNames {
+		if len(k) == len(name) && bytes.EqualFold(k, name) {
 			return 1 << i
 		}
 	}
 	return 0
 }
 
-// hopLens marks the lengths of the hopHeaders names.
-var hopLens = func() (l [32]bool) {
-	for _, h := range hopHeaders {
-		l[len(h)] = true
+// hopNames are the hopHeaders names as bytes, and hopLens marks their
+// lengths.
+var hopNames, hopLens = func() (n [len(hopHeaders)][]byte, l [32]bool) {
+	for i, h := range hopHeaders {
+		n[i], l[len(h)] = []byte(h), true
 	}
-	return l
+	return n, l
 }()
-
-// equalFold reports whether b and the ASCII string s are equal ignoring
-// ASCII letter case (len(b) == len(s)).
-func equalFold(b []byte, s string) bool {
-	for i := range len(s) {
-		c, d := b[i], s[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if 'A' <= d && d <= 'Z' {
-			d += 'a' - 'A'
-		}
-		if c != d {
-			return false
-		}
-	}
-	return true
-}
 
 // delHop deletes Connection (always: it also clears fasthttp's
 // connection-close flag, so the client's "close" is not sent on) and the
