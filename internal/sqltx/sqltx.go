@@ -181,17 +181,16 @@ func (r *Runner) retryWait(ctx context.Context, attempt int, err error) error {
 	}
 	// A context that already ended wins over a timer that fires at once
 	// (select would pick either).
-	if ctx.Err() != nil {
-		return fmt.Errorf("sqltx: waiting to retry: %w (after attempt %d: %w)", ctx.Err(), attempt, err)
+	if ctx.Err() == nil {
+		timer := time.NewTimer(backoff(attempt))
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+			return nil
+		case <-ctx.Done():
+		}
 	}
-	timer := time.NewTimer(backoff(attempt))
-	defer timer.Stop()
-	select {
-	case <-timer.C:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("sqltx: waiting to retry: %w (after attempt %d: %w)", ctx.Err(), attempt, err)
-	}
+	return fmt.Errorf("sqltx: waiting to retry: %w (after attempt %d: %w)", ctx.Err(), attempt, err)
 }
 
 // backoff returns the wait after the given failed attempt (1-based).
