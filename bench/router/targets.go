@@ -230,21 +230,22 @@ func exitOnSignal(stop func()) {
 // DOMICILE_BENCH_MEMPROFILE likewise writes an allocation profile (every
 // allocation sampled) when the child stops.
 func startProfile(role string) (stop func(), err error) {
-	if mp := os.Getenv("DOMICILE_BENCH_MEMPROFILE"); mp != "" {
-		runtime.MemProfileRate = 1
-		stopCPU, err := startCPUProfile(role)
-		if err != nil {
-			return nil, err
-		}
-		return func() {
-			stopCPU()
-			if f, err := os.Create(mp + "." + role); err == nil {
-				pprof.Lookup("allocs").WriteTo(f, 0)
-				f.Close()
-			}
-		}, nil
+	stopCPU, err := startCPUProfile(role)
+	if err != nil {
+		return nil, err
 	}
-	return startCPUProfile(role)
+	mp := os.Getenv("DOMICILE_BENCH_MEMPROFILE")
+	if mp == "" {
+		return stopCPU, nil
+	}
+	runtime.MemProfileRate = 1
+	return func() {
+		stopCPU()
+		if f, err := os.Create(mp + "." + role); err == nil {
+			pprof.Lookup("allocs").WriteTo(f, 0)
+			f.Close()
+		}
+	}, nil
 }
 
 // startCPUProfile is the CPU half of startProfile.
