@@ -74,13 +74,9 @@ func (s *Server) adminListUsers(c echo.Context) error {
 		}
 		return c.JSON(http.StatusOK, map[string]any{"users": []adminUser{s.adminView(c, u)}})
 	}
-	limit := 100
-	if l := c.QueryParam("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > 1000 {
-			return problem.New(http.StatusBadRequest, "limit: want 1 to 1000")
-		}
-		limit = n
+	limit, err := pageLimit(c)
+	if err != nil {
+		return err
 	}
 	users, err := s.cfg.Admin.ListUsers(ctx, c.QueryParam("after"), limit)
 	if err != nil {
@@ -90,24 +86,49 @@ func (s *Server) adminListUsers(c echo.Context) error {
 	for i, u := range users {
 		out[i] = s.adminView(c, u)
 	}
-	res := map[string]any{"users": out}
-	if len(users) == limit {
-		res["next"] = users[len(users)-1].ID
+	return writePage(c, "users", out, limit, func() string { return users[len(users)-1].ID })
+}
+
+// pageLimit reads the ?limit= of an admin list: 1 to 1000, 100 if absent.
+func pageLimit(c echo.Context) (int, error) {
+	l := c.QueryParam("limit")
+	if l == "" {
+		return 100, nil
+	}
+	n, err := strconv.Atoi(l)
+	if err != nil || n < 1 || n > 1000 {
+		return 0, problem.New(http.StatusBadRequest, "limit: want 1 to 1000")
+	}
+	return n, nil
+}
+
+// writePage writes one page of an admin list under key; a full page also
+// carries "next", the cursor (lastID) for ?after=.
+func writePage[T any](c echo.Context, key string, items []T, limit int, lastID func() string) error {
+	res := map[string]any{key: items}
+	if len(items) == limit {
+		res["next"] = lastID()
 	}
 	c.Response().Header().Set("Cache-Control", "no-store")
 	return c.JSON(http.StatusOK, res)
 }
 
-// adminTarget loads the user named in the path.
-func (s *Server) adminTarget(c echo.Context) (store.User, error) {
-	u, err := s.cfg.Accounts.UserByID(c.Request().Context(), c.Param("id"))
+// adminLoad loads the thing (what: "user", "client") named by the path's
+// id with load: a 404 problem if this region has none.
+func adminLoad[T any](s *Server, c echo.Context, what string, load func(context.Context, string) (T, error)) (T, error) {
+	v, err := load(c.Request().Context(), c.Param("id"))
 	if errors.Is(err, store.ErrNotFound) {
-		return u, problem.New(http.StatusNotFound, "no such user in region "+s.cfg.Name)
+		return v, problem.New(http.StatusNotFound, "no such "+what+" in region "+s.cfg.Name)
 	}
 	if err != nil {
-		return u, fmt.Errorf("admin: %w", err)
+		return v, fmt.Errorf("admin: %w", err)
 	}
-	return u, nil
+	return v, nil
+}
+
+// adminTarget loads the user named in the path.
+func (s *Server) adminTarget(c echo.Context) (store.User, error) {
+	return adminLoad(s, c, "user", s.cfg.Accounts.UserByID)
 }
 
 func (s *Server) adminGetUser(c echo.Context) error {

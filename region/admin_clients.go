@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -167,13 +166,9 @@ func newClientID() (string, error) {
 
 // adminListClients lists clients a page at a time (?after=<id>, ?limit=).
 func (s *Server) adminListClients(c echo.Context) error {
-	limit := 100
-	if l := c.QueryParam("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > 1000 {
-			return problem.New(http.StatusBadRequest, "limit: want 1 to 1000")
-		}
-		limit = n
+	limit, err := pageLimit(c)
+	if err != nil {
+		return err
 	}
 	list, err := s.cfg.ClientAdmin.ListClients(c.Request().Context(), c.QueryParam("after"), limit)
 	if err != nil {
@@ -183,24 +178,12 @@ func (s *Server) adminListClients(c echo.Context) error {
 	for i, cl := range list {
 		out[i] = clientView(cl)
 	}
-	res := map[string]any{"clients": out}
-	if len(list) == limit {
-		res["next"] = list[len(list)-1].ID
-	}
-	c.Response().Header().Set("Cache-Control", "no-store")
-	return c.JSON(http.StatusOK, res)
+	return writePage(c, "clients", out, limit, func() string { return list[len(list)-1].ID })
 }
 
 // adminClient loads the client named in the path.
 func (s *Server) adminClient(c echo.Context) (store.Client, error) {
-	cl, err := s.cfg.ClientAdmin.Client(c.Request().Context(), c.Param("id"))
-	if errors.Is(err, store.ErrNotFound) {
-		return cl, problem.New(http.StatusNotFound, "no such client in region "+s.cfg.Name)
-	}
-	if err != nil {
-		return cl, fmt.Errorf("admin: %w", err)
-	}
-	return cl, nil
+	return adminLoad(s, c, "client", s.cfg.ClientAdmin.Client)
 }
 
 func (s *Server) adminGetClient(c echo.Context) error {
