@@ -10,10 +10,10 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
+	"github.com/domicile/domicile/internal/keyfile"
 	"github.com/domicile/domicile/residency"
 )
 
@@ -167,31 +167,12 @@ func LoadOrCreateKeyFile(path, region string) (*SigningKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*") // mode 0600
+	created, err := keyfile.Create(path, b)
 	if err != nil {
 		return nil, fmt.Errorf("session: create key file: %w", err)
 	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return nil, fmt.Errorf("session: create key file: %w", err)
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return nil, fmt.Errorf("session: create key file: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return nil, fmt.Errorf("session: create key file: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return nil, fmt.Errorf("session: create key file: %w", err)
-	}
-	if err := os.Link(tmp.Name(), path); err != nil {
-		if errors.Is(err, fs.ErrExist) { // lost a race: use the winner's key
-			return loadKeyFile(path, region)
-		}
-		return nil, fmt.Errorf("session: create key file: %w", err)
+	if !created { // lost a race: use the winner's key
+		return loadKeyFile(path, region)
 	}
 	return k, nil
 }

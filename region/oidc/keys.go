@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -18,6 +17,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
+	"github.com/domicile/domicile/internal/keyfile"
 	"github.com/domicile/domicile/session"
 )
 
@@ -96,15 +96,8 @@ func LoadOrCreateKeyRing(path, region string, retention time.Duration) (*KeyRing
 	if err != nil {
 		return nil, err
 	}
-	tmp, err := writeTemp(path, b)
-	if err != nil {
-		return nil, err
-	}
-	defer os.Remove(tmp)
-	if err := os.Link(tmp, path); err != nil {
-		if errors.Is(err, fs.ErrExist) { // another node made it first: use theirs
-			return k, k.Reload()
-		}
+	// If another node made it first, use theirs.
+	if _, err := keyfile.Create(path, b); err != nil {
 		return nil, fmt.Errorf("oidc: create key file: %w", err)
 	}
 	return k, k.Reload()
@@ -201,35 +194,6 @@ func unmarshalRing(b []byte, region string) ([]*ringKey, error) {
 	return keys, nil
 }
 
-// writeTemp writes b to a new file (mode 0600) beside path and returns its
-// name.
-func writeTemp(path string, b []byte) (string, error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return "", fmt.Errorf("oidc: key file: %w", err)
-	}
-	name := tmp.Name()
-	fail := func(err error) (string, error) {
-		tmp.Close()
-		os.Remove(name)
-		return "", fmt.Errorf("oidc: key file: %w", err)
-	}
-	if err := tmp.Chmod(0o600); err != nil {
-		return fail(err)
-	}
-	if _, err := tmp.Write(b); err != nil {
-		return fail(err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(name)
-		return "", fmt.Errorf("oidc: key file: %w", err)
-	}
-	return name, nil
-}
-
 // Reload reads the file again if it changed since it was last read (a
 // rotation made by another node of the region).
 func (k *KeyRing) Reload() error {
@@ -289,12 +253,7 @@ func (k *KeyRing) Rotate(now time.Time) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		tmp, err := writeTemp(k.path, b)
-		if err != nil {
-			return "", err
-		}
-		if err := os.Rename(tmp, k.path); err != nil {
-			os.Remove(tmp)
+		if err := keyfile.Replace(k.path, b); err != nil {
 			return "", fmt.Errorf("oidc: key file: %w", err)
 		}
 		if st, err := os.Stat(k.path); err == nil {
