@@ -213,20 +213,7 @@ func (f *oidcFixture) send(method, uri, body, remote string, headers map[string]
 	if remote == "" {
 		remote = "198.51.100.7:1"
 	}
-	var ctx fasthttp.RequestCtx
-	ctx.Init(&req, net.TCPAddrFromAddrPort(netip.MustParseAddrPort(remote)), nil)
-	f.rt.FastHandler()(&ctx)
-	r := &reply{Code: ctx.Response.StatusCode(), header: http.Header{}, Body: &strings.Builder{}}
-	for k, v := range ctx.Response.Header.All() {
-		r.header.Add(string(k), string(v))
-	}
-	if s := ctx.Response.BodyStream(); s != nil {
-		io.Copy(r.Body, s)
-		ctx.Response.CloseBodyStream()
-	} else {
-		r.Body.Write(ctx.Response.Body())
-	}
-	return r
+	return serve(f.rt, &req, remote)
 }
 
 func (f *oidcFixture) form(uri, body string) *reply {

@@ -162,10 +162,15 @@ func (f *fixture) doH(method, path, body, remote string, headers map[string]stri
 	}
 	req.SetBodyString(body)
 	req.Header.SetContentLength(len(body))
-	ap := netip.MustParseAddrPort(remote)
+	return serve(f.rt, &req, remote)
+}
+
+// serve runs req through rt's handler from the peer address remote and
+// collects the response, streamed or not.
+func serve(rt *Router, req *fasthttp.Request, remote string) *reply {
 	var ctx fasthttp.RequestCtx
-	ctx.Init(&req, net.TCPAddrFromAddrPort(ap), nil)
-	f.rt.FastHandler()(&ctx)
+	ctx.Init(req, net.TCPAddrFromAddrPort(netip.MustParseAddrPort(remote)), nil)
+	rt.FastHandler()(&ctx)
 	r := &reply{Code: ctx.Response.StatusCode(), header: http.Header{}, Body: &strings.Builder{}}
 	for k, v := range ctx.Response.Header.All() {
 		r.header.Add(string(k), string(v))
