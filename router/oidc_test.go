@@ -53,15 +53,7 @@ type oidcFixture struct {
 	revoked sync.Map
 	mu      sync.Mutex
 	hits    map[string]map[string]int // region → path → requests
-	logMu   sync.Mutex
-	logs    *strings.Builder
-}
-
-// logText is what the router has logged so far.
-func (f *oidcFixture) logText() string {
-	f.logMu.Lock()
-	defer f.logMu.Unlock()
-	return f.logs.String()
+	logs    logCapture
 }
 
 // newOIDCFixture starts three fake regions and a router with an issuer,
@@ -76,7 +68,7 @@ func newOIDCFixture(t *testing.T, index IndexReader) *oidcFixture {
 	geo := testGeoIP(t)
 	h, _ := homeindex.NewHasher([]byte(strings.Repeat("k", 32)))
 	f := &oidcFixture{idx: &mapIndex{m: map[homeindex.Key]homeindex.Entry{}}, hasher: h, regions: map[string]*oidcRegion{},
-		hits: map[string]map[string]int{}, logs: &strings.Builder{}}
+		hits: map[string]map[string]int{}}
 	urls := map[string][]string{}
 	for i, name := range pol.Regions() {
 		r := &oidcRegion{name: name}
@@ -130,14 +122,9 @@ func newOIDCFixture(t *testing.T, index IndexReader) *oidcFixture {
 		f.regions[name] = r
 		urls[name] = []string{r.srv.URL}
 	}
-	logger := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
-		f.logMu.Lock()
-		defer f.logMu.Unlock()
-		return f.logs.Write(p)
-	}), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg := Config{
 		Name: "r1", Policy: pol, GeoIP: geo, Regions: urls, Index: f.idx, Hasher: h,
-		Logger: logger, RouteKey: testRouteKey,
+		Logger: f.logs.logger(), RouteKey: testRouteKey,
 		Health:      HealthConfig{Interval: 50 * time.Millisecond, Timeout: 200 * time.Millisecond},
 		Issuer:      testIssuer,
 		Revoked:     func(sid string) bool { _, ok := f.revoked.Load(sid); return ok },
@@ -396,7 +383,7 @@ func TestUnionJWKS(t *testing.T) {
 			t.Fatalf("after %s: %v", name, got)
 		}
 	}
-	if !strings.Contains(f.logText(), "names region") {
+	if !strings.Contains(f.logs.text(), "names region") {
 		t.Error("the foreign kid was not logged")
 	}
 
@@ -486,8 +473,8 @@ func TestOAuthRouting(t *testing.T) {
 		})
 	}
 	for _, leak := range []string{"AAAA", "u1", "eu-west.", "Bearer"} {
-		if strings.Contains(f.logText(), leak) {
-			t.Errorf("router logs contain %q:\n%s", leak, f.logText())
+		if strings.Contains(f.logs.text(), leak) {
+			t.Errorf("router logs contain %q:\n%s", leak, f.logs.text())
 		}
 	}
 }
@@ -683,8 +670,8 @@ func TestTravellingUser(t *testing.T) {
 	if counterValue(f.rt.resolutions.WithLabelValues(srcLocal, "ap-southeast", pathAuthorize)) != 2 {
 		t.Error("the local SSO resolutions are not counted under source local")
 	}
-	if strings.Contains(f.logText(), "ana@") || strings.Contains(f.logText(), "sid-travel") {
-		t.Errorf("router logs contain identifiers:\n%s", f.logText())
+	if strings.Contains(f.logs.text(), "ana@") || strings.Contains(f.logs.text(), "sid-travel") {
+		t.Errorf("router logs contain identifiers:\n%s", f.logs.text())
 	}
 }
 

@@ -55,16 +55,32 @@ type fixture struct {
 	hits    map[string]int
 	mu      sync.Mutex
 	servers map[string]*httptest.Server
-	logMu   sync.Mutex
-	logs    *strings.Builder
+	logs    logCapture
 }
 
-// logText is what the router has logged so far (its background loops may
-// be logging while the test reads).
-func (f *fixture) logText() string {
-	f.logMu.Lock()
-	defer f.logMu.Unlock()
-	return f.logs.String()
+// logCapture collects what a test router logs. The router's background
+// loops may log while the test reads, hence the lock.
+type logCapture struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logCapture) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// text is what has been logged so far.
+func (l *logCapture) text() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// logger is a debug-level logger that writes to l.
+func (l *logCapture) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // testGeoIP opens the bundled test geo-IP database (documentation ranges
@@ -91,7 +107,7 @@ func newFixture(t *testing.T) *fixture {
 	}
 	geo := testGeoIP(t)
 	h, _ := homeindex.NewHasher([]byte(strings.Repeat("k", 32)))
-	f := &fixture{idx: &mapIndex{m: map[homeindex.Key]homeindex.Entry{}}, hasher: h, hits: map[string]int{}, servers: map[string]*httptest.Server{}, logs: &strings.Builder{}}
+	f := &fixture{idx: &mapIndex{m: map[homeindex.Key]homeindex.Entry{}}, hasher: h, hits: map[string]int{}, servers: map[string]*httptest.Server{}}
 	urls := map[string][]string{}
 	for _, name := range pol.Regions() {
 		name := name
@@ -110,15 +126,10 @@ func newFixture(t *testing.T) *fixture {
 		f.servers[name] = srv
 		urls[name] = []string{srv.URL}
 	}
-	logger := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
-		f.logMu.Lock()
-		defer f.logMu.Unlock()
-		return f.logs.Write(p)
-	}), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	f.rt, err = New(Config{
 		Name: "r1", Policy: pol, GeoIP: geo, Regions: urls, Index: f.idx, Hasher: h,
 		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("192.168.0.0/16")},
-		Logger:         logger, RouteKey: testRouteKey,
+		Logger:         f.logs.logger(), RouteKey: testRouteKey,
 		Health: HealthConfig{Interval: 50 * time.Millisecond, Timeout: 200 * time.Millisecond},
 	})
 	if err != nil {
@@ -128,10 +139,6 @@ func newFixture(t *testing.T) *fixture {
 	t.Cleanup(func() { f.rt.Shutdown(context.Background()) })
 	return f
 }
-
-type writerFunc func([]byte) (int, error)
-
-func (w writerFunc) Write(p []byte) (int, error) { return w(p) }
 
 var testRouteKey = []byte(strings.Repeat("r", 32))
 
@@ -216,7 +223,7 @@ func TestResolutionSources(t *testing.T) {
 			}
 		})
 	}
-	logs := f.logText()
+	logs := f.logs.text()
 	if strings.Contains(strings.ToLower(logs), "@") {
 		t.Fatalf("router logs contain an email address:\n%s", logs)
 	}
