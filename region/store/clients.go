@@ -138,16 +138,9 @@ func (db *DB) CreateClient(ctx context.Context, c Client) error {
 	}
 	now := db.d.timeValue(time.Now().UTC().Truncate(time.Microsecond))
 	err = db.tx.Tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx,
+		return execTx(ctx, tx, ErrDuplicate,
 			`INSERT INTO oauth_clients (id, secret_hash, metadata, created_at, updated_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
 			c.ID, secretArg(c.SecretHash), string(meta), now, now)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil || n == 0 {
-			return cmpOr(err, ErrDuplicate)
-		}
-		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("store: create client %s: %w", c.ID, bare(err, ErrDuplicate))

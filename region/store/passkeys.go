@@ -159,18 +159,11 @@ func (db *DB) AddPasskey(ctx context.Context, p Passkey) error {
 		if n >= MaxPasskeys {
 			return ErrLimit
 		}
-		res, err := tx.ExecContext(ctx, `INSERT INTO passkeys (id, user_id, name, public_key, attestation_type, attestation_format, aaguid,
+		return execTx(ctx, tx, ErrDuplicate, `INSERT INTO passkeys (id, user_id, name, public_key, attestation_type, attestation_format, aaguid,
 			sign_count, transports, user_verified, backup_eligible, backup_state, created_at, last_used_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL) ON CONFLICT DO NOTHING`,
 			p.ID, p.UserID, name, p.PublicKey, p.AttestationType, p.AttestationFormat, aaguid,
 			int64(p.SignCount), strings.Join(p.Transports, ","), p.UserVerified, p.BackupEligible, p.BackupState, db.d.timeValue(p.CreatedAt))
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil || n == 0 {
-			return cmpOr(err, ErrDuplicate)
-		}
-		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("store: add passkey for %s: %w", p.UserID, bare(err, ErrNotFound, ErrDuplicate, ErrLimit))
@@ -343,15 +336,8 @@ func (db *DB) UseChallenge(ctx context.Context, hash [32]byte, expires time.Time
 				return err
 			}
 		}
-		res, err := tx.ExecContext(ctx, `INSERT INTO passkey_challenges (hash, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING`,
+		return execTx(ctx, tx, ErrReplay, `INSERT INTO passkey_challenges (hash, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING`,
 			hash[:], db.d.timeValue(expires.UTC().Truncate(time.Microsecond)))
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil || n == 0 {
-			return cmpOr(err, ErrReplay)
-		}
-		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("store: use challenge: %w", bare(err, ErrReplay))

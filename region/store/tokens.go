@@ -45,16 +45,9 @@ func (db *DB) CreateToken(ctx context.Context, t Token) error {
 		if err := userExists(ctx, tx, t.UserID); err != nil {
 			return err
 		}
-		res, err := tx.ExecContext(ctx,
+		return execTx(ctx, tx, ErrDuplicate,
 			`INSERT INTO tokens (hash, user_id, purpose, created_at, expires_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
 			t.Hash[:], t.UserID, t.Purpose, db.d.timeValue(now), db.d.timeValue(t.ExpiresAt.UTC().Truncate(time.Microsecond)))
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil || n == 0 {
-			return cmpOr(err, ErrDuplicate)
-		}
-		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("store: create token for %s: %w", t.UserID, bare(err, ErrNotFound, ErrDuplicate))
@@ -213,12 +206,4 @@ func bare(err error, sentinels ...error) error {
 		}
 	}
 	return err
-}
-
-// cmpOr returns err if it is not nil, otherwise def.
-func cmpOr(err, def error) error {
-	if err != nil {
-		return err
-	}
-	return def
 }

@@ -522,6 +522,22 @@ func (s *timeScanner) Scan(v any) error {
 	return nil
 }
 
+// execTx runs one statement in tx and returns none if it touched no row.
+func execTx(ctx context.Context, tx *sql.Tx, none error, query string, args ...any) error {
+	res, err := tx.ExecContext(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return none
+	}
+	return nil
+}
+
 // execOne runs one statement in a retried transaction and returns none
 // (bare, not wrapped by sqltx) if it touched no row.
 func (db *DB) execOne(ctx context.Context, none error, query string, args ...any) error {
@@ -530,18 +546,7 @@ func (db *DB) execOne(ctx context.Context, none error, query string, args ...any
 
 func execOne(ctx context.Context, run *sqltx.Runner, none error, query string, args ...any) error {
 	err := run.Tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, query, args...)
-		if err != nil {
-			return err
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return none
-		}
-		return nil
+		return execTx(ctx, tx, none, query, args...)
 	})
 	if errors.Is(err, none) {
 		return none
