@@ -262,12 +262,8 @@ func (rt *Router) identify(ctx *fasthttp.RequestCtx, p *fastjson.Parser) (identi
 				}
 			}
 		case bytes.EqualFold(ct, []byte("application/x-www-form-urlencoded")):
-			b, perr := readBody(ctx, rt.cfg.MaxBodyBytes)
-			if perr != nil {
+			if perr := rt.readFormBody(ctx); perr != nil {
 				return id, perr
-			}
-			if !validPercent(b) {
-				return id, problem.New(fasthttp.StatusBadRequest, "body: invalid percent-encoding")
 			}
 			id.form = true
 			args := ctx.PostArgs()
@@ -323,15 +319,24 @@ func (rt *Router) readForm(ctx *fasthttp.RequestCtx) (identity, *problem.Problem
 	if h.IsGet() || h.IsHead() || h.ContentLength() == 0 || !bytes.EqualFold(mediaType(h), []byte("application/x-www-form-urlencoded")) {
 		return id, nil
 	}
-	b, perr := readBody(ctx, rt.cfg.MaxBodyBytes)
-	if perr != nil {
+	if perr := rt.readFormBody(ctx); perr != nil {
 		return id, perr
-	}
-	if !validPercent(b) {
-		return id, problem.New(fasthttp.StatusBadRequest, "body: invalid percent-encoding")
 	}
 	id.form = true
 	return id, nil
+}
+
+// readFormBody reads a form body (up to MaxBodyBytes) and checks its
+// percent-encoding.
+func (rt *Router) readFormBody(ctx *fasthttp.RequestCtx) *problem.Problem {
+	b, perr := readBody(ctx, rt.cfg.MaxBodyBytes)
+	if perr != nil {
+		return perr
+	}
+	if !validPercent(b) {
+		return problem.New(fasthttp.StatusBadRequest, "body: invalid percent-encoding")
+	}
+	return nil
 }
 
 // resolution is where a request goes and why.
