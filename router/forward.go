@@ -715,21 +715,15 @@ func (rt *Router) forward(ctx *fasthttp.RequestCtx) {
 		err := nd.client.Do(&ctx.Request, &ctx.Response)
 		if err == nil {
 			rt.upstream[res.region].Observe(time.Since(t0).Seconds())
-			if ctx.Response.BodyStream() != nil {
-				// Likewise a small response; larger ones (or of unknown
-				// length) stream to the client as they arrive.
-				if n := ctx.Response.Header.ContentLength(); n >= 0 && n <= maxBufferedBody {
-					if err := bufferResponse(&ctx.Response, n); err != nil {
-						rt.log.Warn("response body from region cut short", "request_id", string(ridCopy), "region", res.region, "node", nd.url, "err", err)
-						ctx.Response.Reset()
-						rt.fail(ctx, problem.New(fasthttp.StatusBadGateway, "region "+res.region+" sent an incomplete response"))
-						return
-					}
-				}
-			}
 			stripResponse(&ctx.Response.Header)
 			rt.resolved(res.source, rt.routeLabel(ctx.Path()), pl).Inc()
 			rt.requests(ctx.Response.StatusCode()).Inc()
+			return
+		}
+		if errors.Is(err, errIncomplete) {
+			rt.log.Warn("response body from region cut short", "request_id", string(ridCopy), "region", res.region, "node", nd.url, "err", err)
+			ctx.Response.Reset()
+			rt.fail(ctx, problem.New(fasthttp.StatusBadGateway, "region "+res.region+" sent an incomplete response"))
 			return
 		}
 		if body != nil && body.err != nil {
@@ -777,22 +771,5 @@ func (b *trackedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// bodyBufs are scratch buffers for bufferResponse.
+// bodyBufs are scratch buffers for readBody.
 var bodyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
-
-// bufferResponse reads a streamed response body of n bytes into memory.
-func bufferResponse(resp *fasthttp.Response, n int) error {
-	bp := bodyBufs.Get().(*[]byte)
-	b := slices.Grow((*bp)[:0], n)[:n]
-	_, err := io.ReadFull(resp.BodyStream(), b)
-	cerr := resp.CloseBodyStream()
-	if err == nil {
-		err = cerr
-	}
-	if err == nil {
-		resp.SetBody(b)
-	}
-	*bp = b[:0]
-	bodyBufs.Put(bp)
-	return err
-}

@@ -147,6 +147,14 @@ type Router struct {
 	loops sync.Once
 }
 
+// clientTimeout bounds reading a request (head and body), writing a
+// response, and a keep-alive connection's idle time. The idle time is the
+// same as the read time so that a busy connection's read deadline only
+// moves forward (see coarseConn); and it is longer than the usual idle
+// timeout of the load balancers and CDNs in front (60 s), which must close
+// an idle connection before the router does.
+const clientTimeout = 75 * time.Second
+
 // New validates cfg and builds a router. Start its health checks and serve
 // with Serve.
 func New(cfg Config) (*Router, error) {
@@ -283,9 +291,9 @@ func New(cfg Config) (*Router, error) {
 	rt.srv = &fasthttp.Server{
 		Handler:               rt.serveFast,
 		Name:                  "domicile",
-		ReadTimeout:           30 * time.Second, // bounds slow clients (slowloris)
-		WriteTimeout:          60 * time.Second,
-		IdleTimeout:           120 * time.Second,
+		ReadTimeout:           clientTimeout, // bounds slow clients (slowloris)
+		WriteTimeout:          clientTimeout,
+		IdleTimeout:           clientTimeout,
 		ReadBufferSize:        16 << 10, // the largest request head accepted
 		MaxRequestBodySize:    64 << 20,
 		StreamRequestBody:     true,
@@ -349,7 +357,7 @@ func (rt *Router) resolved(source, route string, pl *pool) prometheus.Counter {
 // the region nodes.
 func (rt *Router) Serve(ln net.Listener) error {
 	rt.startLoops()
-	return rt.srv.Serve(ln)
+	return rt.srv.Serve(coarseListener{Listener: ln, slack: deadlineSlack(clientTimeout)})
 }
 
 // startLoops starts the health checks and session-key refreshes (once).

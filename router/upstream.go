@@ -71,6 +71,12 @@ type pool struct {
 	counters atomic.Pointer[map[[2]string]prometheus.Counter]
 }
 
+// regionTimeout bounds writing a request to a region node and waiting for
+// (and reading) its response.
+const regionTimeout = 60 * time.Second
+
+func dialNode(addr string) (net.Conn, error) { return fasthttp.DialTimeout(addr, 2*time.Second) }
+
 // newNode parses a region node URL and makes its connection pool.
 func newNode(region, raw string) (*node, error) {
 	u, err := url.Parse(raw)
@@ -97,19 +103,23 @@ func newNode(region, raw string) (*node, error) {
 		MaxConns:                  1024,
 		MaxIdleConnDuration:       10 * time.Second, // below usual upstream idle timeouts
 		MaxConnDuration:           10 * time.Minute,
-		ReadTimeout:               60 * time.Second,
-		WriteTimeout:              60 * time.Second,
+		ReadTimeout:               regionTimeout,
+		WriteTimeout:              regionTimeout,
 		MaxConnWaitTimeout:        2 * time.Second,
 		MaxIdemponentCallAttempts: 1, // forward() decides about retries
 		DisablePathNormalizing:    true,
-		StreamResponseBody:        true,
+		Transport:                 regionTransport{}, // streams only the bodies it must
 		Dial: func(addr string) (net.Conn, error) {
-			return fasthttp.DialTimeout(addr, 2*time.Second)
+			c, err := dialNode(addr)
+			if err != nil {
+				return nil, err
+			}
+			return newCoarseConn(c, deadlineSlack(regionTimeout)), nil
 		},
 	}
 	n.checks = &fasthttp.HostClient{
 		Addr: addr, Name: "domicile-router-health", NoDefaultUserAgentHeader: true, IsTLS: n.client.IsTLS,
-		MaxConns: 2, MaxIdemponentCallAttempts: 1, Dial: n.client.Dial,
+		MaxConns: 2, MaxIdemponentCallAttempts: 1, Dial: dialNode,
 	}
 	n.healthy.Store(true)
 	return n, nil

@@ -1,0 +1,103 @@
+package router
+
+import (
+	"net"
+	"sync"
+	"time"
+)
+
+// Deadline updates are coarse. fasthttp sets a read and a write deadline
+// (now + timeout) on every request of a keep-alive connection, on both the
+// client side and the region side of the router, and each one re-arms a
+// runtime timer (the clock, a lock, a timer-heap update): about 2 µs of
+// CPU per forwarded request here, more than the router's own routing work.
+// A coarseConn skips a new deadline that is later than the one in force by
+// less than its slack, so a busy connection re-arms its timers about once
+// per slack instead of several times per request. A timeout then fires
+// between timeout−slack and timeout after its start, never later; a
+// deadline that is earlier than the one in force (a shorter timeout), or
+// cleared, or set for the first time, is always applied at once.
+
+// deadlineSlack is the slack of the deadlines with the given timeout.
+func deadlineSlack(timeout time.Duration) time.Duration { return timeout / 8 }
+
+// coarseConn is a net.Conn whose deadline updates are coarse.
+type coarseConn struct {
+	net.Conn
+	slack  time.Duration
+	mu     sync.Mutex // the deadlines may be set from another goroutine (shutdown)
+	rd, wd time.Time  // the deadlines in force (zero: none)
+}
+
+func newCoarseConn(c net.Conn, slack time.Duration) net.Conn {
+	if slack <= 0 {
+		return c
+	}
+	return &coarseConn{Conn: c, slack: slack}
+}
+
+// keep reports whether the deadline in force, cur, may stand for t.
+func (c *coarseConn) keep(cur, t time.Time) bool {
+	if cur.IsZero() || t.IsZero() || t.Before(cur) {
+		return false
+	}
+	return t.Sub(cur) < c.slack
+}
+
+func (c *coarseConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.keep(c.rd, t) {
+		return nil
+	}
+	if err := c.Conn.SetReadDeadline(t); err != nil {
+		return err
+	}
+	c.rd = t
+	return nil
+}
+
+func (c *coarseConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.keep(c.wd, t) {
+		return nil
+	}
+	if err := c.Conn.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	c.wd = t
+	return nil
+}
+
+func (c *coarseConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.keep(c.rd, t) && c.keep(c.wd, t) {
+		return nil
+	}
+	if err := c.Conn.SetDeadline(t); err != nil {
+		return err
+	}
+	c.rd, c.wd = t, t
+	return nil
+}
+
+// coarseListener hands out its TCP connections as coarseConns.
+type coarseListener struct {
+	net.Listener
+	slack time.Duration
+}
+
+func (l coarseListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := c.(*net.TCPConn); !ok {
+		// TLS and other wrappers keep their own type (fasthttp looks
+		// for it); their deadlines stay exact.
+		return c, nil
+	}
+	return newCoarseConn(c, l.slack), nil
+}
