@@ -83,9 +83,14 @@ func busyCPU() (float64, bool) {
 // oursCPU is the CPU time (s) of this process and of every process in one
 // of the children's process groups.
 func (m *cpuMeter) oursCPU() float64 {
-	self := os.Getpid()
+	user, sys := groupCPU(os.Getpid(), m.pgids)
+	return user + sys
+}
+
+// groupCPU is the user and system CPU time (s) of process self and of
+// every process in one of the process groups pgids (self 0: none).
+func groupCPU(self int, pgids map[int]bool) (user, sys float64) {
 	paths, _ := filepath.Glob("/proc/[0-9]*/stat")
-	var sum float64
 	for _, p := range paths {
 		b, err := os.ReadFile(p)
 		if err != nil {
@@ -102,12 +107,38 @@ func (m *cpuMeter) oursCPU() float64 {
 		}
 		pid, _ := strconv.Atoi(strings.Fields(s)[0])
 		pgid, _ := strconv.Atoi(f[2])
-		if pid != self && !m.pgids[pgid] {
+		if pid != self && !pgids[pgid] {
 			continue
 		}
 		ut, _ := strconv.ParseFloat(f[11], 64)
 		st, _ := strconv.ParseFloat(f[12], 64)
-		sum += (ut + st) / clkTck
+		user += ut / clkTck
+		sys += st / clkTck
 	}
-	return sum
+	return user, sys
+}
+
+// procMeter measures the CPU time of one target (a process group) over a
+// run, to be divided by the requests it served.
+type procMeter struct {
+	pgid      int
+	user, sys float64
+}
+
+func startProcMeter(pgid int) procMeter {
+	m := procMeter{pgid: pgid}
+	if pgid > 0 {
+		m.user, m.sys = groupCPU(0, map[int]bool{pgid: true})
+	}
+	return m
+}
+
+// perRequest returns the target's user and system CPU per request (µs)
+// since the start; -1 if unknown.
+func (m procMeter) perRequest(requests int64) (user, sys float64) {
+	if m.pgid <= 0 || requests <= 0 {
+		return -1, -1
+	}
+	u, s := groupCPU(0, map[int]bool{m.pgid: true})
+	return (u - m.user) / float64(requests) * 1e6, (s - m.sys) / float64(requests) * 1e6
 }

@@ -172,6 +172,11 @@ type row struct {
 	// RouterCounters: domicile's /metrics counters over all measured runs.
 	RouterCounters map[string]float64 `json:"router_counters,omitempty"`
 	Latency        *attackResult      `json:"latency,omitempty"`
+	// UserCPU, SysCPU: median over the runs of the target's own CPU per
+	// request (µs; -1 unknown).
+	UserCPU float64 `json:"median_target_user_cpu_us_per_req"`
+	SysCPU  float64 `json:"median_target_sys_cpu_us_per_req"`
+	pgid    int     // the target's process group
 }
 
 type report struct {
@@ -248,11 +253,13 @@ func run(ctx context.Context, cfg config) (err error) {
 	if err != nil {
 		return fmt.Errorf("upstream: %w", err)
 	}
+	upstreamPG := cs.last()
 	for _, t := range cfg.Targets {
 		r := &row{Target: t}
 		switch t {
 		case "direct":
 			r.URL = "http://" + upstream
+			r.pgid = upstreamPG
 		case "nginx":
 			logf("nginx (%d worker)…", cfg.NginxWorkers)
 			addr, err := startNginx(ctx, &cs, nginxBin, dir, upstream, cfg.NginxWorkers, nginxV)
@@ -260,6 +267,7 @@ func run(ctx context.Context, cfg config) (err error) {
 				return fmt.Errorf("nginx: %w", err)
 			}
 			r.URL = "http://" + addr
+			r.pgid = cs.last()
 		case "fasthttp":
 			logf("bare fasthttp proxy (child)…")
 			addr, err := startBareProxy(ctx, &cs, self, dir, upstream)
@@ -267,6 +275,7 @@ func run(ctx context.Context, cfg config) (err error) {
 				return fmt.Errorf("bare fasthttp proxy: %w", err)
 			}
 			r.URL = "http://" + addr
+			r.pgid = cs.last()
 		case "domicile":
 			logf("domicile router (child, log level %s)…", cfg.RouterLogLevel)
 			addr, sec, err := startRouter(ctx, &cs, self, dir, "http://"+upstream, cfg.RouterLogLevel)
@@ -274,6 +283,7 @@ func run(ctx context.Context, cfg config) (err error) {
 				return fmt.Errorf("domicile router: %w\n(to measure the other targets without it: -targets direct,nginx)", err)
 			}
 			r.URL = "http://" + addr
+			r.pgid = cs.last()
 			start := time.Now()
 			if err := preclaim(ctx, r.URL, sec, cfg.Users); err != nil {
 				return fmt.Errorf("pre-claiming %d users: %w", cfg.Users, err)
@@ -298,7 +308,7 @@ func run(ctx context.Context, cfg config) (err error) {
 	for round := 1; round <= cfg.Rounds; round++ {
 		for _, r := range rep.Rows {
 			if cfg.Warmup > 0 {
-				if _, err := runWrk(ctx, &cs, wo, r.URL, cfg.Warmup); err != nil {
+				if _, err := runWrk(ctx, &cs, wo, r.URL, 0, cfg.Warmup); err != nil {
 					return fmt.Errorf("%s warm-up: %w", r.Target, err)
 				}
 			}
@@ -306,7 +316,7 @@ func run(ctx context.Context, cfg config) (err error) {
 			if r.Target == "domicile" {
 				before = routerCounters(ctx, r.URL)
 			}
-			res, err := runWrk(ctx, &cs, wo, r.URL, cfg.Duration)
+			res, err := runWrk(ctx, &cs, wo, r.URL, r.pgid, cfg.Duration)
 			if err != nil {
 				return fmt.Errorf("%s round %d: %w", r.Target, round, err)
 			}
@@ -318,8 +328,8 @@ func run(ctx context.Context, cfg config) (err error) {
 			}
 			res.Target, res.Round = r.Target, round
 			r.Runs = append(r.Runs, res)
-			logf("round %d/%d %-8s %9.0f req/s  p50 %-8s p99 %-8s non-2xx %d  socket errors %d  other CPU %.0f%%",
-				round, cfg.Rounds, r.Target, res.RPS, fmtDur(res.P50), fmtDur(res.P99), res.Non2xx, res.SocketErrors.Total(), res.OtherCPU)
+			logf("round %d/%d %-8s %9.0f req/s  p50 %-8s p99 %-8s non-2xx %d  socket errors %d  CPU/req %s  other CPU %.0f%%",
+				round, cfg.Rounds, r.Target, res.RPS, fmtDur(res.P50), fmtDur(res.P99), res.Non2xx, res.SocketErrors.Total(), fmtCPU(res.UserCPU, res.SysCPU), res.OtherCPU)
 		}
 	}
 	for _, r := range rep.Rows {
@@ -369,8 +379,11 @@ func (cs *children) anyExited() error {
 func (r *row) summarize() {
 	var rps []float64
 	var p50, p99 []time.Duration
+	var user, sys []float64
 	for _, run := range r.Runs {
 		rps = append(rps, run.RPS)
+		user = append(user, run.UserCPU)
+		sys = append(sys, run.SysCPU)
 		p50 = append(p50, run.P50)
 		p99 = append(p99, run.P99)
 		r.Non2xx += run.Non2xx
@@ -385,6 +398,8 @@ func (r *row) summarize() {
 	r.RPS = median(rps)
 	r.P50 = median(p50)
 	r.P99 = median(p99)
+	r.UserCPU = median(user)
+	r.SysCPU = median(sys)
 }
 
 func median[T float64 | time.Duration](v []T) T {
@@ -440,8 +455,9 @@ func printTable(w io.Writer, rep *report) {
 	} else {
 		fmt.Fprintf(w, "Latency phase skipped.\n\n")
 	}
+	fmt.Fprintf(w, "CPU/req: user+system CPU time of the target's own processes (for direct, the upstream) per request over each measured wrk run, from /proc; median of the rounds.\n\n")
 	rate := fmtRate(c.Rate)
-	header := []string{"target", fmt.Sprintf("req/s (wrk -t%d -c%d)", c.Threads, c.Connections), "p50", "p99", "non-2xx", "socket errors", "ratio to nginx"}
+	header := []string{"target", fmt.Sprintf("req/s (wrk -t%d -c%d)", c.Threads, c.Connections), "p50", "p99", "non-2xx", "socket errors", "ratio to nginx", "CPU/req user+sys"}
 	if c.LatencyDuration > 0 {
 		header = append(header, "p50 @"+rate, "p99 @"+rate, "max @"+rate, "success @"+rate, "added p99 vs direct")
 	}
@@ -468,7 +484,7 @@ func printTable(w io.Writer, rep *report) {
 		if nginxRPS > 0 {
 			ratio = fmt.Sprintf("%.2f", r.RPS/nginxRPS)
 		}
-		cells := []string{name, fmt.Sprintf("%.0f", r.RPS), fmtDur(r.P50), fmtDur(r.P99), strconv.FormatInt(r.Non2xx, 10), strconv.FormatInt(r.SocketErrs, 10), ratio}
+		cells := []string{name, fmt.Sprintf("%.0f", r.RPS), fmtDur(r.P50), fmtDur(r.P99), strconv.FormatInt(r.Non2xx, 10), strconv.FormatInt(r.SocketErrs, 10), ratio, fmtCPU(r.UserCPU, r.SysCPU)}
 		if c.LatencyDuration > 0 {
 			l := r.Latency
 			added := "–"
@@ -508,6 +524,14 @@ func printTable(w io.Writer, rep *report) {
 			fmt.Fprintln(w, n)
 		}
 	}
+}
+
+// fmtCPU formats a target's CPU per request.
+func fmtCPU(user, sys float64) string {
+	if user < 0 || sys < 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.1f+%.1fµs", user, sys)
 }
 
 func writeMarkdown(w io.Writer, header []string, rows [][]string) {

@@ -313,6 +313,16 @@ func (cs *children) start(ctx context.Context, name, logPath, bin string, args .
 	return c, nil
 }
 
+// last is the process group of the newest child (0: none).
+func (cs *children) last() int {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if len(cs.list) == 0 {
+		return 0
+	}
+	return cs.list[len(cs.list)-1].cmd.Process.Pid // its own group (Setpgid)
+}
+
 // stopAll ends every child, newest first: SIGTERM to its process group,
 // then SIGKILL after 3s.
 func (cs *children) stopAll() {

@@ -88,6 +88,11 @@ type wrkResult struct {
 	// OtherCPU: CPU used by processes outside the bench during the run,
 	// in % of one CPU (-1: unknown).
 	OtherCPU float64 `json:"other_cpu_pct"`
+	// UserCPU, SysCPU: the target's own CPU time per request (µs) during
+	// the run (-1: unknown). For the proxies this is the cost of
+	// forwarding, unaffected by how much CPU wrk and the upstream took.
+	UserCPU float64 `json:"target_user_cpu_us_per_req"`
+	SysCPU  float64 `json:"target_sys_cpu_us_per_req"`
 }
 
 type wrkOptions struct {
@@ -98,13 +103,15 @@ type wrkOptions struct {
 }
 
 // runWrk runs `wrk -tT -cC -dD --latency -s script url` and parses its report.
-func runWrk(ctx context.Context, cs *children, o wrkOptions, url string, d time.Duration) (wrkResult, error) {
+// pgid is the target's process group (0: not measured).
+func runWrk(ctx context.Context, cs *children, o wrkOptions, url string, pgid int, d time.Duration) (wrkResult, error) {
 	args := wrk.Options{Script: o.script, Threads: o.threads, Connections: o.connections, Duration: d}.Args(url)
 	cmd := exec.CommandContext(ctx, o.bin, args...)
 	setChildAttrs(cmd)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cpu := startCPUMeter(cs)
+	proc := startProcMeter(pgid)
 	if err := cmd.Run(); err != nil {
 		if ctx.Err() != nil {
 			return wrkResult{}, ctx.Err()
@@ -114,6 +121,7 @@ func runWrk(ctx context.Context, cs *children, o wrkOptions, url string, d time.
 	other := cpu.other(cmd)
 	res, err := wrk.Parse(stdout.String())
 	out := wrkResult{Result: res, OtherCPU: other}
+	out.UserCPU, out.SysCPU = proc.perRequest(res.Requests)
 	if err != nil {
 		return out, fmt.Errorf("wrk %s: %w\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
 	}
