@@ -563,8 +563,10 @@ var reqCounter atomic.Uint64
 
 // forward resolves the home region of a request and sends it there.
 func (rt *Router) forward(ctx *fasthttp.RequestCtx) {
-	start := time.Now()
-	kind := oauthKindOf(ctx.Path())
+	start := ctx.Time() // read by fasthttp when the request arrived
+	path := ctx.Path()
+	rte := rt.routeOf(path)
+	kind := rte.kind
 	var (
 		id   identity
 		perr *problem.Problem
@@ -583,7 +585,7 @@ func (rt *Router) forward(ctx *fasthttp.RequestCtx) {
 	}
 	peerAddr := peer(ctx)
 	client := rt.clientAddr(ctx, peerAddr)
-	if rt.credential(ctx.Path()) {
+	if rte.credential {
 		if perr := rt.limit(client, &id, start); perr != nil {
 			rt.fail(ctx, perr)
 			return
@@ -632,7 +634,7 @@ func (rt *Router) forward(ctx *fasthttp.RequestCtx) {
 	var ridKeep [64]byte
 	ridCopy := append(ridKeep[:0], rid...)
 	if rt.log.Enabled(context.Background(), slog.LevelDebug) { // only the keyed hash of the identifier, never the identifier
-		rt.log.Debug("route", "request_id", string(ridCopy), "path", string(ctx.Path()), "key", id.key.String(), "region", res.region, "source", res.source)
+		rt.log.Debug("route", "request_id", string(ridCopy), "path", string(path), "key", id.key.String(), "region", res.region, "source", res.source)
 	}
 	if !stripRequest(h) {
 		rt.fail(ctx, problem.New(fasthttp.StatusBadRequest, "a header name is not a valid token"))
@@ -711,12 +713,10 @@ func (rt *Router) forward(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		triedN = append(triedN, nd)
-		t0 := time.Now()
 		err := nd.client.Do(&ctx.Request, &ctx.Response)
 		if err == nil {
-			rt.upstream[res.region].Observe(time.Since(t0).Seconds())
 			stripResponse(&ctx.Response.Header)
-			rt.resolved(res.source, rt.routeLabel(ctx.Path()), pl).Inc()
+			rt.resolved(res.source, rte.label, pl).Inc()
 			rt.requests(ctx.Response.StatusCode()).Inc()
 			return
 		}

@@ -81,9 +81,6 @@ func newLimiters(c RateLimits) (limiters, error) {
 	return l, nil
 }
 
-// credential reports whether path is a rate-limited credential endpoint.
-func (rt *Router) credential(path []byte) bool { return rt.limits.paths[string(path)] }
-
 // limit takes a token from the client's and the identifier's buckets.
 func (rt *Router) limit(client netip.Addr, id *identity, now time.Time) *problem.Problem {
 	var wait time.Duration

@@ -458,7 +458,7 @@ func TestOAuthRouting(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := counterValue(f.rt.resolutions.WithLabelValues(tt.source, tt.want, f.rt.routeLabel([]byte(strings.SplitN(tt.uri, "?", 2)[0]))))
+			before := counterValue(f.rt.resolutions.WithLabelValues(tt.source, tt.want, f.rt.routeOf([]byte(strings.SplitN(tt.uri, "?", 2)[0])).label))
 			r := f.send(tt.method, tt.uri, tt.body, tt.remote, tt.headers)
 			if got := region(t, r); got != tt.want {
 				t.Fatalf("went to %q (HTTP %d %s), want %s", got, r.Code, r.Body, tt.want)
@@ -466,7 +466,7 @@ func TestOAuthRouting(t *testing.T) {
 			if tt.body != "" && !strings.Contains(r.Body.String(), mustJSON(tt.body)[1:len(mustJSON(tt.body))-1]) {
 				t.Errorf("body not forwarded intact: %s", r.Body)
 			}
-			after := counterValue(f.rt.resolutions.WithLabelValues(tt.source, tt.want, f.rt.routeLabel([]byte(strings.SplitN(tt.uri, "?", 2)[0]))))
+			after := counterValue(f.rt.resolutions.WithLabelValues(tt.source, tt.want, f.rt.routeOf([]byte(strings.SplitN(tt.uri, "?", 2)[0])).label))
 			if after != before+1 {
 				t.Errorf("resolution metric source=%s: %v → %v", tt.source, before, after)
 			}

@@ -130,7 +130,7 @@ type Router struct {
 	instance string            // prefix of the request ids this router makes
 	name     []byte            // cfg.Name, for the Domicile-Router header
 	keys     *session.Verifier // nil if Config.Sessions was given
-	routes   map[string]string // path → route label
+	routes   map[string]route // the paths the router treats apart
 	oidc     *oidcState        // nil without Config.Issuer
 	// keysEvery is how often the session and OIDC keys of every region
 	// are re-read (keysRefresh; tests shorten it).
@@ -139,7 +139,6 @@ type Router struct {
 	resolutions *prometheus.CounterVec
 	statuses    *prometheus.CounterVec
 	byStatus    [600]atomic.Pointer[prometheus.Counter]
-	upstream    map[string]prometheus.Observer
 
 	srv   *fasthttp.Server
 	stop  chan struct{}
@@ -201,7 +200,6 @@ func New(cfg Config) (*Router, error) {
 		instance:  base64.RawURLEncoding.EncodeToString(inst[:]) + "-",
 		name:      []byte(cfg.Name),
 		keysEvery: keysRefresh,
-		upstream:  make(map[string]prometheus.Observer),
 		stop:      make(chan struct{}),
 		resolutions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "domicile_router_resolutions_total",
@@ -230,12 +228,14 @@ func New(cfg Config) (*Router, error) {
 	if rt.limits, err = newLimiters(cfg.RateLimits); err != nil {
 		return nil, err
 	}
-	rt.routes = map[string]string{}
-	for p := range rt.limits.paths {
-		rt.routes[p] = p
-	}
+	rt.routes = map[string]route{}
 	for _, p := range knownRoutes {
-		rt.routes[p] = p
+		rt.routes[p] = route{label: p, kind: oauthKindOf([]byte(p))}
+	}
+	for p := range rt.limits.paths {
+		r := rt.routes[p]
+		r.label, r.credential = p, true
+		rt.routes[p] = r
 	}
 	upLatency := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "domicile_router_upstream_duration_seconds",
@@ -254,8 +254,9 @@ func New(cfg Config) (*Router, error) {
 		}
 		pl := &pool{name: name}
 		pl.counters.Store(&map[[2]string]prometheus.Counter{})
+		latency := upLatency.WithLabelValues(name)
 		for i, raw := range urls {
-			n, err := newNode(name, raw)
+			n, err := newNode(name, raw, latency)
 			if err != nil {
 				return nil, fmt.Errorf("router: regions.%s[%d]: %w", name, i, err)
 			}
@@ -264,7 +265,6 @@ func New(cfg Config) (*Router, error) {
 			pl.nodes = append(pl.nodes, n)
 		}
 		rt.pools[name] = pl
-		rt.upstream[name] = upLatency.WithLabelValues(name)
 	}
 	if err := rt.SetPolicy(cfg.Policy); err != nil {
 		return nil, err
@@ -319,14 +319,24 @@ func (rt *Router) requests(status int) prometheus.Counter {
 	return c
 }
 
-// routeLabel is the route label of a forwarded request: the path if it is
-// one of the flows the router knows (credential endpoints and the OIDC
-// endpoints), else "other", so that the label's cardinality stays bounded.
-func (rt *Router) routeLabel(path []byte) string {
+// route is what the router knows of a forwarded path, found with one map
+// lookup per request.
+type route struct {
+	// label is the route label of the metrics: the path if it is one of
+	// the flows the router knows (credential endpoints and the OIDC
+	// endpoints), else "other", so that the label's cardinality stays
+	// bounded.
+	label      string
+	credential bool      // a rate-limited credential endpoint
+	kind       oauthKind // an OAuth endpoint the router treats apart
+}
+
+// routeOf returns what the router knows of path.
+func (rt *Router) routeOf(path []byte) route {
 	if r, ok := rt.routes[string(path)]; ok {
 		return r
 	}
-	return "other"
+	return route{label: "other"}
 }
 
 // knownRoutes are the forwarded paths counted under their own route label,

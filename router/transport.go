@@ -8,6 +8,7 @@ import (
 	"net/http/httputil"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 )
 
@@ -20,7 +21,12 @@ import (
 // client as it arrives. fasthttp streams either every response of a client
 // or none; streaming every one cost four allocations, a pooled stream and a
 // copy per forwarded request.
-type regionTransport struct{}
+//
+// It also observes each request's latency (from sending it to the response
+// head) and reads the clock once for that and for the deadlines.
+type regionTransport struct {
+	latency prometheus.Observer
+}
 
 // maxInterim bounds the 1xx responses skipped before the final one.
 const maxInterim = 16
@@ -29,20 +35,21 @@ const maxInterim = 16
 // before its length: the region may have acted on the request.
 var errIncomplete = errors.New("response body cut short")
 
-func (regionTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (retry bool, err error) {
+func (t regionTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (retry bool, err error) {
 	cc, err := hc.AcquireConn(0, req.ConnectionClose())
 	if err != nil {
 		return false, err
 	}
 	conn := cc.Conn()
 	resp.ParseNetConn(conn)
+	start := time.Now()
 	if hc.WriteTimeout > 0 {
-		if err := conn.SetWriteDeadline(time.Now().Add(hc.WriteTimeout)); err != nil {
+		if err := conn.SetWriteDeadline(start.Add(hc.WriteTimeout)); err != nil {
 			hc.CloseConn(cc)
 			return true, err
 		}
 	}
-	aged := hc.MaxConnDuration > 0 && time.Since(cc.CreatedTime()) > hc.MaxConnDuration && !req.ConnectionClose()
+	aged := hc.MaxConnDuration > 0 && start.Sub(cc.CreatedTime()) > hc.MaxConnDuration && !req.ConnectionClose()
 	if aged {
 		req.SetConnectionClose()
 	}
@@ -60,7 +67,13 @@ func (regionTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request,
 		return true, timeoutErr(err)
 	}
 	if hc.ReadTimeout > 0 {
-		if err := conn.SetReadDeadline(time.Now().Add(hc.ReadTimeout)); err != nil {
+		// A request held in memory was written at once; a streamed body
+		// may have taken long, and the wait for the response starts now.
+		rd := start
+		if req.IsBodyStream() {
+			rd = time.Now()
+		}
+		if err := conn.SetReadDeadline(rd.Add(hc.ReadTimeout)); err != nil {
 			hc.CloseConn(cc)
 			return true, err
 		}
@@ -70,6 +83,9 @@ func (regionTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request,
 		hc.ReleaseReader(br)
 		hc.CloseConn(cc)
 		return true, timeoutErr(err)
+	}
+	if t.latency != nil {
+		t.latency.Observe(time.Since(start).Seconds())
 	}
 	reusable := !aged && !req.ConnectionClose() && !resp.ConnectionClose()
 	status := resp.StatusCode()

@@ -178,4 +178,20 @@ func TestRegionResponses(t *testing.T) {
 	if n := up.connCount(); n != 4 {
 		t.Fatalf("%d connections to the node, want 4", n)
 	}
+	// The transport observed the latency of every response head it read
+	// (the 12 above; the health checks go through another client).
+	_, metrics, _, err := get("GET", "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var observed int
+	for _, line := range strings.Split(metrics, "\n") {
+		if strings.HasPrefix(line, "domicile_router_upstream_duration_seconds_count{") {
+			n, _ := strconv.Atoi(line[strings.LastIndexByte(line, ' ')+1:])
+			observed += n
+		}
+	}
+	if observed != 12 {
+		t.Fatalf("upstream latency observed %d times, want 12", observed)
+	}
 }

@@ -78,7 +78,9 @@ const regionTimeout = 60 * time.Second
 func dialNode(addr string) (net.Conn, error) { return fasthttp.DialTimeout(addr, 2*time.Second) }
 
 // newNode parses a region node URL and makes its connection pool.
-func newNode(region, raw string) (*node, error) {
+// latency observes the time from sending a request to the node to its
+// response head.
+func newNode(region, raw string, latency prometheus.Observer) (*node, error) {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("%q is not an http(s) URL", raw)
@@ -108,7 +110,7 @@ func newNode(region, raw string) (*node, error) {
 		MaxConnWaitTimeout:        2 * time.Second,
 		MaxIdemponentCallAttempts: 1, // forward() decides about retries
 		DisablePathNormalizing:    true,
-		Transport:                 regionTransport{}, // streams only the bodies it must
+		Transport:                 regionTransport{latency: latency}, // streams only the bodies it must
 		Dial: func(addr string) (net.Conn, error) {
 			c, err := dialNode(addr)
 			if err != nil {
@@ -129,6 +131,14 @@ func newNode(region, raw string) (*node, error) {
 // nil.
 func (p *pool) pick(tried []*node) *node {
 	n := len(p.nodes)
+	if n == 1 {
+		// No round robin (its shared counter would bounce between the
+		// cores on every request).
+		if c := p.nodes[0]; c.healthy.Load() && len(tried) == 0 {
+			return c
+		}
+		return nil
+	}
 	start := int(p.next.Add(1))
 next:
 	for i := range n {
