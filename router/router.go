@@ -130,7 +130,7 @@ type Router struct {
 	instance string            // prefix of the request ids this router makes
 	name     []byte            // cfg.Name, for the Domicile-Router header
 	keys     *session.Verifier // nil if Config.Sessions was given
-	routes   map[string]route // the paths the router treats apart
+	routes   map[string]route  // the paths the router treats apart
 	oidc     *oidcState        // nil without Config.Issuer
 	// keysEvery is how often the session and OIDC keys of every region
 	// are re-read (keysRefresh; tests shorten it).
