@@ -45,28 +45,24 @@ func (c *coarseConn) keep(cur, t time.Time) bool {
 }
 
 func (c *coarseConn) SetReadDeadline(t time.Time) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.keep(c.rd, t) {
-		return nil
-	}
-	if err := c.Conn.SetReadDeadline(t); err != nil {
-		return err
-	}
-	c.rd = t
-	return nil
+	return c.set(&c.rd, t, c.Conn.SetReadDeadline)
 }
 
 func (c *coarseConn) SetWriteDeadline(t time.Time) error {
+	return c.set(&c.wd, t, c.Conn.SetWriteDeadline)
+}
+
+// set applies deadline t, unless the one in force (*cur) may stand for it.
+func (c *coarseConn) set(cur *time.Time, t time.Time, apply func(time.Time) error) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.keep(c.wd, t) {
+	if c.keep(*cur, t) {
 		return nil
 	}
-	if err := c.Conn.SetWriteDeadline(t); err != nil {
+	if err := apply(t); err != nil {
 		return err
 	}
-	c.wd = t
+	*cur = t
 	return nil
 }
 
