@@ -455,18 +455,20 @@ func printTable(w io.Writer, rep *report) {
 	} else {
 		fmt.Fprintf(w, "Latency phase skipped.\n\n")
 	}
+	fmt.Fprintf(w, "Ratio to nginx: of the median req/s; per-round ratio: the median of each round's ratio (the targets of a round run back to back).\n")
 	fmt.Fprintf(w, "CPU/req: user+system CPU time of the target's own processes (for direct, the upstream) per request over each measured wrk run, from /proc; median of the rounds.\n\n")
 	rate := fmtRate(c.Rate)
-	header := []string{"target", fmt.Sprintf("req/s (wrk -t%d -c%d)", c.Threads, c.Connections), "p50", "p99", "non-2xx", "socket errors", "ratio to nginx", "CPU/req user+sys"}
+	header := []string{"target", fmt.Sprintf("req/s (wrk -t%d -c%d)", c.Threads, c.Connections), "p50", "p99", "non-2xx", "socket errors", "ratio to nginx", "per-round ratio", "CPU/req user+sys"}
 	if c.LatencyDuration > 0 {
 		header = append(header, "p50 @"+rate, "p99 @"+rate, "max @"+rate, "success @"+rate, "added p99 vs direct")
 	}
 	var nginxRPS float64
+	var nginxRow *row
 	var directP99 time.Duration
 	haveDirect := false
 	for _, r := range rep.Rows {
 		if r.Target == "nginx" {
-			nginxRPS = r.RPS
+			nginxRPS, nginxRow = r.RPS, r
 		}
 		if r.Target == "direct" && r.Latency != nil {
 			directP99, haveDirect = r.Latency.P99, true
@@ -484,7 +486,11 @@ func printTable(w io.Writer, rep *report) {
 		if nginxRPS > 0 {
 			ratio = fmt.Sprintf("%.2f", r.RPS/nginxRPS)
 		}
-		cells := []string{name, fmt.Sprintf("%.0f", r.RPS), fmtDur(r.P50), fmtDur(r.P99), strconv.FormatInt(r.Non2xx, 10), strconv.FormatInt(r.SocketErrs, 10), ratio, fmtCPU(r.UserCPU, r.SysCPU)}
+		perRound := "–"
+		if v, ok := roundRatio(r, nginxRow); ok {
+			perRound = fmt.Sprintf("%.2f", v)
+		}
+		cells := []string{name, fmt.Sprintf("%.0f", r.RPS), fmtDur(r.P50), fmtDur(r.P99), strconv.FormatInt(r.Non2xx, 10), strconv.FormatInt(r.SocketErrs, 10), ratio, perRound, fmtCPU(r.UserCPU, r.SysCPU)}
 		if c.LatencyDuration > 0 {
 			l := r.Latency
 			added := "–"
@@ -524,6 +530,26 @@ func printTable(w io.Writer, rep *report) {
 			fmt.Fprintln(w, n)
 		}
 	}
+}
+
+// roundRatio is the median over the rounds of r's req/s divided by
+// nginx's in the same round. The targets of one round run back to back, so
+// this ratio follows the shared machine's slow and fast minutes less than
+// the ratio of the two medians does.
+func roundRatio(r, nginx *row) (float64, bool) {
+	if nginx == nil || len(r.Runs) != len(nginx.Runs) || len(r.Runs) == 0 {
+		return 0, false
+	}
+	var v []float64
+	for i, run := range r.Runs {
+		if base := nginx.Runs[i].RPS; base > 0 {
+			v = append(v, run.RPS/base)
+		}
+	}
+	if len(v) == 0 {
+		return 0, false
+	}
+	return median(v), true
 }
 
 // fmtCPU formats a target's CPU per request.

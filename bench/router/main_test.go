@@ -66,3 +66,26 @@ func TestCheckPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestRoundRatio(t *testing.T) {
+	runs := func(rps ...float64) *row {
+		r := &row{}
+		for _, v := range rps {
+			var w wrkResult
+			w.RPS = v
+			r.Runs = append(r.Runs, w)
+		}
+		return r
+	}
+	nginx := runs(100, 200, 50)
+	got, ok := roundRatio(runs(90, 150, 50), nginx) // 0.9, 0.75, 1.0
+	if !ok || got != 0.9 {
+		t.Fatalf("roundRatio = %v, %v; want 0.9", got, ok)
+	}
+	if _, ok := roundRatio(runs(90, 150), nginx); ok {
+		t.Fatal("rounds that do not pair up gave a ratio")
+	}
+	if _, ok := roundRatio(runs(90), nil); ok {
+		t.Fatal("no nginx row gave a ratio")
+	}
+}
