@@ -93,6 +93,11 @@ func (t regionTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Reques
 	switch {
 	case req.Header.IsHead() || status < 200 || status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified:
 		resp.SkipBody = true // no body follows the head
+		if status == fasthttp.StatusSwitchingProtocols {
+			// The router asks for no upgrade (Upgrade is hop-by-hop and
+			// removed); whatever follows on this connection is not HTTP/1.1.
+			reusable = false
+		}
 	case n >= 0 && n <= maxBufferedBody:
 		if err := resp.ReadBody(br, maxBufferedBody); err != nil {
 			hc.ReleaseReader(br)

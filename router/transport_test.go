@@ -112,6 +112,7 @@ func TestRegionResponses(t *testing.T) {
 		"/t/bigchunks": "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + strings.Repeat("400\r\n"+strings.Repeat("c", 1024)+"\r\n", 100) + "0\r\n\r\n",
 		"/t/interim":   "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
 		"/t/empty":     "HTTP/1.1 204 No Content\r\n\r\n",
+		"/t/upgrade":   "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x05hello",
 		"/t/close":     "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end" + closeAfter,
 		"/t/short":     "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc" + closeAfter,
 		"/t/bigshort":  "HTTP/1.1 200 OK\r\nContent-Length: " + strconv.Itoa(len(big)) + "\r\n\r\n" + big[:len(big)/2] + closeAfter,
@@ -164,6 +165,7 @@ func TestRegionResponses(t *testing.T) {
 	if status, body, _, err := get("GET", "/t/close"); err != nil || status != 200 || body != "until the end" {
 		t.Fatalf("close-delimited body: HTTP %d %q %v", status, body, err)
 	}
+	get("GET", "/t/upgrade") // whatever the client makes of it, the node's connection must not be reused
 	if status, body, _, err := get("GET", "/t/short"); err != nil || status != http.StatusBadGateway || !strings.Contains(body, "incomplete") {
 		t.Fatalf("short body: HTTP %d %q %v, want 502", status, body, err)
 	}
@@ -173,13 +175,13 @@ func TestRegionResponses(t *testing.T) {
 	if status, body, _, err := get("GET", "/t/small"); err != nil || status != 200 || body != "hello" {
 		t.Fatalf("after the broken responses: HTTP %d %q %v", status, body, err)
 	}
-	// Each of the three responses that ended their connection left the
+	// Each of the four responses that ended their connection left the
 	// next request a new one.
-	if n := up.connCount(); n != 4 {
-		t.Fatalf("%d connections to the node, want 4", n)
+	if n := up.connCount(); n != 5 {
+		t.Fatalf("%d connections to the node, want 5", n)
 	}
 	// The transport observed the latency of every response head it read
-	// (the 12 above; the health checks go through another client).
+	// (the 13 above; the health checks go through another client).
 	_, metrics, _, err := get("GET", "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -191,7 +193,7 @@ func TestRegionResponses(t *testing.T) {
 			observed += n
 		}
 	}
-	if observed != 12 {
-		t.Fatalf("upstream latency observed %d times, want 12", observed)
+	if observed != 13 {
+		t.Fatalf("upstream latency observed %d times, want 13", observed)
 	}
 }
