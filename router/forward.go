@@ -720,10 +720,10 @@ func (rt *Router) forward(ctx *fasthttp.RequestCtx) {
 			rt.requests(ctx.Response.StatusCode()).Inc()
 			return
 		}
-		if errors.Is(err, errIncomplete) {
-			rt.log.Warn("response body from region cut short", "request_id", string(ridCopy), "region", res.region, "node", nd.url, "err", err)
+		if bad := (*badResponse)(nil); errors.As(err, &bad) {
+			rt.log.Warn("bad response from region", "request_id", string(ridCopy), "region", res.region, "node", nd.url, "err", err)
 			ctx.Response.Reset()
-			rt.fail(ctx, problem.New(fasthttp.StatusBadGateway, "region "+res.region+" sent an incomplete response"))
+			rt.fail(ctx, problem.New(fasthttp.StatusBadGateway, "region "+res.region+" "+bad.what))
 			return
 		}
 		if body != nil && body.err != nil {

@@ -3,7 +3,6 @@ package router
 import (
 	"bufio"
 	"errors"
-	"fmt"
 	"io"
 	"net/http/httputil"
 	"time"
@@ -31,9 +30,18 @@ type regionTransport struct {
 // maxInterim bounds the 1xx responses skipped before the final one.
 const maxInterim = 16
 
-// errIncomplete marks a response whose head was read but whose body ended
-// before its length: the region may have acted on the request.
-var errIncomplete = errors.New("response body cut short")
+// badResponse is a response the router does not pass on: the region
+// answered (and may have acted on the request), but not in a way the client
+// can be given.
+type badResponse struct {
+	what string // "sent ...", for the client's problem document
+	err  error
+}
+
+func (e *badResponse) Error() string { return e.what + ": " + e.err.Error() }
+func (e *badResponse) Unwrap() error { return e.err }
+
+var errUnaskedUpgrade = errors.New("101 Switching Protocols to a request without Upgrade")
 
 func (t regionTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (retry bool, err error) {
 	cc, err := hc.AcquireConn(0, req.ConnectionClose())
@@ -91,18 +99,21 @@ func (t regionTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Reques
 	status := resp.StatusCode()
 	n := resp.Header.ContentLength()
 	switch {
+	case status == fasthttp.StatusSwitchingProtocols:
+		// The router asks for no upgrade (Upgrade is hop-by-hop and
+		// removed), and does not tunnel one: what follows on this
+		// connection is not HTTP/1.1.
+		hc.ReleaseReader(br)
+		hc.CloseConn(cc)
+		resp.Reset()
+		return false, &badResponse{what: "switched protocols unasked", err: errUnaskedUpgrade}
 	case req.Header.IsHead() || status < 200 || status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified:
 		resp.SkipBody = true // no body follows the head
-		if status == fasthttp.StatusSwitchingProtocols {
-			// The router asks for no upgrade (Upgrade is hop-by-hop and
-			// removed); whatever follows on this connection is not HTTP/1.1.
-			reusable = false
-		}
 	case n >= 0 && n <= maxBufferedBody:
 		if err := resp.ReadBody(br, maxBufferedBody); err != nil {
 			hc.ReleaseReader(br)
 			hc.CloseConn(cc)
-			return false, fmt.Errorf("%w: %w", errIncomplete, timeoutErr(err))
+			return false, &badResponse{what: "sent an incomplete response", err: timeoutErr(err)}
 		}
 	default:
 		body := &regionBody{br: br, reusable: reusable, release: func(reuse bool) {

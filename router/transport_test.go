@@ -102,7 +102,8 @@ func (u *rawUpstream) connCount() int {
 // reaches the client intact, and the connection to the node is reused
 // after each of them unless the response ended it. A body cut short is a
 // 502 when the router holds it, and a broken download when it streams it;
-// the connection it came on is not reused either way.
+// an upgrade the router did not ask for is a 502; the connection any of
+// these came on is not reused.
 func TestRegionResponses(t *testing.T) {
 	big := strings.Repeat("b", maxBufferedBody+1000)
 	up := startRawUpstream(t, map[string]string{
@@ -165,7 +166,9 @@ func TestRegionResponses(t *testing.T) {
 	if status, body, _, err := get("GET", "/t/close"); err != nil || status != 200 || body != "until the end" {
 		t.Fatalf("close-delimited body: HTTP %d %q %v", status, body, err)
 	}
-	get("GET", "/t/upgrade") // whatever the client makes of it, the node's connection must not be reused
+	if status, body, _, err := get("GET", "/t/upgrade"); err != nil || status != http.StatusBadGateway || !strings.Contains(body, "switched protocols") {
+		t.Fatalf("unasked upgrade: HTTP %d %q %v, want 502", status, body, err)
+	}
 	if status, body, _, err := get("GET", "/t/short"); err != nil || status != http.StatusBadGateway || !strings.Contains(body, "incomplete") {
 		t.Fatalf("short body: HTTP %d %q %v, want 502", status, body, err)
 	}
