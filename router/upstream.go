@@ -131,15 +131,12 @@ func newNode(region, raw string, latency prometheus.Observer) (*node, error) {
 // nil.
 func (p *pool) pick(tried []*node) *node {
 	n := len(p.nodes)
-	if n == 1 {
-		// No round robin (its shared counter would bounce between the
-		// cores on every request).
-		if c := p.nodes[0]; c.healthy.Load() && len(tried) == 0 {
-			return c
-		}
-		return nil
+	start := 0
+	if n > 1 {
+		// One node needs no round robin (its shared counter would
+		// bounce between the cores on every request).
+		start = int(p.next.Add(1))
 	}
-	start := int(p.next.Add(1))
 next:
 	for i := range n {
 		c := p.nodes[(start+i)%n]
