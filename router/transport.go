@@ -49,7 +49,6 @@ func (t regionTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Reques
 		return false, err
 	}
 	conn := cc.Conn()
-	resp.ParseNetConn(conn)
 	start := time.Now()
 	if hc.WriteTimeout > 0 {
 		if err := conn.SetWriteDeadline(start.Add(hc.WriteTimeout)); err != nil {
