@@ -94,7 +94,10 @@ func TestCoarseConnTimesOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer raw.Close()
-	c := coarseListenerConn(t, raw)
+	c, ok := newCoarseConn(raw, time.Second).(*coarseConn)
+	if !ok {
+		t.Fatal("not wrapped")
+	}
 	start := time.Now()
 	first := start.Add(300 * time.Millisecond)
 	if err := c.SetReadDeadline(first); err != nil {
@@ -111,14 +114,4 @@ func TestCoarseConnTimesOut(t *testing.T) {
 	if time.Now().Before(first) {
 		t.Fatalf("timed out before the deadline that was applied")
 	}
-}
-
-// coarseListenerConn wraps c as coarseListener does, with 1 s of slack.
-func coarseListenerConn(t *testing.T, c net.Conn) net.Conn {
-	t.Helper()
-	cc, ok := newCoarseConn(c, time.Second).(*coarseConn)
-	if !ok {
-		t.Fatal("not wrapped")
-	}
-	return cc
 }
