@@ -54,9 +54,13 @@ type config struct {
 	Mix             string        `json:"mix"`
 	NginxWorkers    int           `json:"nginx_workers"`
 	RouterLogLevel  string        `json:"router_log_level"`
-	JSONOut         string        `json:"-"`
-	KeepTmp         bool          `json:"-"`
-	mix             mix
+	// Budget: CPU times each spent per request by an extra bare fasthttp
+	// target ("fasthttp+2µs"): what a proxy on the router's stack may
+	// spend per request on its own work for a given ratio to nginx.
+	Budget  []time.Duration `json:"budget_ns,omitempty"`
+	JSONOut string          `json:"-"`
+	KeepTmp bool            `json:"-"`
+	mix     mix
 }
 
 func main() {
@@ -85,6 +89,7 @@ func main() {
 	flag.IntVar(&cfg.Users, "users", 10000, "identifiers pre-claimed in the home index (logins cycle over them)")
 	flag.StringVar(&cfg.Mix, "mix", "50,10,40", "weights of POST /login (known user), POST /signup (new user), GET /hello (no identifier)")
 	flag.IntVar(&cfg.NginxWorkers, "nginx-workers", 1, "nginx worker_processes")
+	budget := flag.String("budget", "", "comma-separated CPU times (e.g. 1us,2us,5us): for each, an extra bare fasthttp proxy that busy-spends that long on every request (the CPU budget of the router's own work)")
 	flag.StringVar(&cfg.RouterLogLevel, "router-log-level", "info", "the router's log level (debug, info, warn, error, none); logs go to a file in the temp dir")
 	flag.StringVar(&cfg.JSONOut, "json", "", "also write the raw results to this JSON file")
 	flag.BoolVar(&cfg.KeepTmp, "keep-tmp", false, "keep the temp dir (configs, logs, Lua script) and print its path")
@@ -93,7 +98,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "bench/router: unexpected arguments %q\n", flag.Args())
 		os.Exit(2)
 	}
-	if err := cfg.validate(*targets); err != nil {
+	if err := cfg.validate(*targets, *budget); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/router:", err)
 		os.Exit(2)
 	}
@@ -111,7 +116,7 @@ func main() {
 	}
 }
 
-func (c *config) validate(targets string) error {
+func (c *config) validate(targets, budget string) error {
 	for _, t := range strings.Split(targets, ",") {
 		t = strings.TrimSpace(t)
 		if !slices.Contains(allTargets, t) {
@@ -123,6 +128,26 @@ func (c *config) validate(targets string) error {
 	}
 	// Always in the order direct, nginx, domicile.
 	slices.SortFunc(c.Targets, func(a, b string) int { return slices.Index(allTargets, a) - slices.Index(allTargets, b) })
+	if budget != "" {
+		// The budget targets run right after the bare proxy (before
+		// domicile), so that a round measures them in the same minutes.
+		at := len(c.Targets)
+		if i := slices.Index(c.Targets, "domicile"); i >= 0 {
+			at = i
+		}
+		var names []string
+		for _, f := range strings.Split(budget, ",") {
+			d, err := time.ParseDuration(strings.TrimSpace(f))
+			if err != nil || d <= 0 || d > time.Millisecond {
+				return fmt.Errorf("-budget: %q: want durations above 0 and at most 1ms, e.g. 1us,2us,5us", f)
+			}
+			if !slices.Contains(c.Budget, d) {
+				c.Budget = append(c.Budget, d)
+				names = append(names, budgetTarget(d))
+			}
+		}
+		c.Targets = slices.Insert(c.Targets, at, names...)
+	}
 	var err error
 	if c.mix, err = parseMix(c.Mix); err != nil {
 		return err
@@ -176,7 +201,11 @@ type row struct {
 	// request (µs; -1 unknown).
 	UserCPU float64 `json:"median_target_user_cpu_us_per_req"`
 	SysCPU  float64 `json:"median_target_sys_cpu_us_per_req"`
-	pgid    int     // the target's process group
+	// UpstreamCPU, WrkCPU: medians of the upstream's and wrk's CPU per
+	// request while this target was measured (µs; -1 unknown).
+	UpstreamCPU float64 `json:"median_upstream_cpu_us_per_req"`
+	WrkCPU      float64 `json:"median_wrk_cpu_us_per_req"`
+	pgid        int     // the target's process group
 }
 
 type report struct {
@@ -270,7 +299,7 @@ func run(ctx context.Context, cfg config) (err error) {
 			r.pgid = cs.last()
 		case "fasthttp":
 			logf("bare fasthttp proxy (child)…")
-			addr, err := startBareProxy(ctx, &cs, self, dir, upstream)
+			addr, err := startBareProxy(ctx, &cs, self, dir, upstream, 0)
 			if err != nil {
 				return fmt.Errorf("bare fasthttp proxy: %w", err)
 			}
@@ -289,6 +318,18 @@ func run(ctx context.Context, cfg config) (err error) {
 				return fmt.Errorf("pre-claiming %d users: %w", cfg.Users, err)
 			}
 			logf("claimed %d users in %s", cfg.Users, time.Since(start).Round(time.Millisecond))
+		default: // a budget target
+			i := slices.IndexFunc(cfg.Budget, func(d time.Duration) bool { return budgetTarget(d) == t })
+			if i < 0 {
+				return fmt.Errorf("unknown target %q", t)
+			}
+			logf("bare fasthttp proxy spending %s per request (child)…", cfg.Budget[i])
+			addr, err := startBareProxy(ctx, &cs, self, dir, upstream, cfg.Budget[i])
+			if err != nil {
+				return fmt.Errorf("%s: %w", t, err)
+			}
+			r.URL = "http://" + addr
+			r.pgid = cs.last()
 		}
 		r.Probe = probe(ctx, r.URL, reqs)
 		logf("%s %s answers: %s", t, r.URL, probeText(r.Probe))
@@ -308,7 +349,7 @@ func run(ctx context.Context, cfg config) (err error) {
 	for round := 1; round <= cfg.Rounds; round++ {
 		for _, r := range rep.Rows {
 			if cfg.Warmup > 0 {
-				if _, err := runWrk(ctx, &cs, wo, r.URL, 0, cfg.Warmup); err != nil {
+				if _, err := runWrk(ctx, &cs, wo, r.URL, 0, 0, cfg.Warmup); err != nil {
 					return fmt.Errorf("%s warm-up: %w", r.Target, err)
 				}
 			}
@@ -316,7 +357,7 @@ func run(ctx context.Context, cfg config) (err error) {
 			if r.Target == "domicile" {
 				before = routerCounters(ctx, r.URL)
 			}
-			res, err := runWrk(ctx, &cs, wo, r.URL, r.pgid, cfg.Duration)
+			res, err := runWrk(ctx, &cs, wo, r.URL, r.pgid, upstreamPG, cfg.Duration)
 			if err != nil {
 				return fmt.Errorf("%s round %d: %w", r.Target, round, err)
 			}
@@ -328,8 +369,8 @@ func run(ctx context.Context, cfg config) (err error) {
 			}
 			res.Target, res.Round = r.Target, round
 			r.Runs = append(r.Runs, res)
-			logf("round %d/%d %-8s %9.0f req/s  p50 %-8s p99 %-8s non-2xx %d  socket errors %d  CPU/req %s  other CPU %.0f%%",
-				round, cfg.Rounds, r.Target, res.RPS, fmtDur(res.P50), fmtDur(res.P99), res.Non2xx, res.SocketErrors.Total(), fmtCPU(res.UserCPU, res.SysCPU), res.OtherCPU)
+			logf("round %d/%d %-12s %9.0f req/s  p50 %-8s p99 %-8s non-2xx %d  socket errors %d  CPU/req %s  upstream %.1fµs  wrk %.1fµs  other CPU %.0f%%",
+				round, cfg.Rounds, r.Target, res.RPS, fmtDur(res.P50), fmtDur(res.P99), res.Non2xx, res.SocketErrors.Total(), fmtCPU(res.UserCPU, res.SysCPU), res.UpstreamCPU, res.WrkCPU, res.OtherCPU)
 		}
 	}
 	for _, r := range rep.Rows {
@@ -379,11 +420,13 @@ func (cs *children) anyExited() error {
 func (r *row) summarize() {
 	var rps []float64
 	var p50, p99 []time.Duration
-	var user, sys []float64
+	var user, sys, up, wrk []float64
 	for _, run := range r.Runs {
 		rps = append(rps, run.RPS)
 		user = append(user, run.UserCPU)
 		sys = append(sys, run.SysCPU)
+		up = append(up, run.UpstreamCPU)
+		wrk = append(wrk, run.WrkCPU)
 		p50 = append(p50, run.P50)
 		p99 = append(p99, run.P99)
 		r.Non2xx += run.Non2xx
@@ -400,6 +443,8 @@ func (r *row) summarize() {
 	r.P99 = median(p99)
 	r.UserCPU = median(user)
 	r.SysCPU = median(sys)
+	r.UpstreamCPU = median(up)
+	r.WrkCPU = median(wrk)
 }
 
 func median[T float64 | time.Duration](v []T) T {
@@ -456,9 +501,9 @@ func printTable(w io.Writer, rep *report) {
 		fmt.Fprintf(w, "Latency phase skipped.\n\n")
 	}
 	fmt.Fprintf(w, "Ratio to nginx: of the median req/s; per-round ratio: the median of each round's ratio (the targets of a round run back to back).\n")
-	fmt.Fprintf(w, "CPU/req: user+system CPU time of the target's own processes (for direct, the upstream) per request over each measured wrk run, from /proc; median of the rounds.\n\n")
+	fmt.Fprintf(w, "CPU/req: user+system CPU time of the target's own processes (for direct, the upstream) per request over each measured wrk run, from /proc; median of the rounds. Upstream, wrk: the same for the upstream and for wrk while that target was measured (all share the CPUs, so what a proxy makes them spend counts too).\n\n")
 	rate := fmtRate(c.Rate)
-	header := []string{"target", fmt.Sprintf("req/s (wrk -t%d -c%d)", c.Threads, c.Connections), "p50", "p99", "non-2xx", "socket errors", "ratio to nginx", "per-round ratio", "CPU/req user+sys"}
+	header := []string{"target", fmt.Sprintf("req/s (wrk -t%d -c%d)", c.Threads, c.Connections), "p50", "p99", "non-2xx", "socket errors", "ratio to nginx", "per-round ratio", "CPU/req user+sys", "upstream, wrk CPU/req"}
 	if c.LatencyDuration > 0 {
 		header = append(header, "p50 @"+rate, "p99 @"+rate, "max @"+rate, "success @"+rate, "added p99 vs direct")
 	}
@@ -490,7 +535,7 @@ func printTable(w io.Writer, rep *report) {
 		if v, ok := roundRatio(r, nginxRow); ok {
 			perRound = fmt.Sprintf("%.2f", v)
 		}
-		cells := []string{name, fmt.Sprintf("%.0f", r.RPS), fmtDur(r.P50), fmtDur(r.P99), strconv.FormatInt(r.Non2xx, 10), strconv.FormatInt(r.SocketErrs, 10), ratio, perRound, fmtCPU(r.UserCPU, r.SysCPU)}
+		cells := []string{name, fmt.Sprintf("%.0f", r.RPS), fmtDur(r.P50), fmtDur(r.P99), strconv.FormatInt(r.Non2xx, 10), strconv.FormatInt(r.SocketErrs, 10), ratio, perRound, fmtCPU(r.UserCPU, r.SysCPU), fmtOthers(r.UpstreamCPU, r.WrkCPU)}
 		if c.LatencyDuration > 0 {
 			l := r.Latency
 			added := "–"
@@ -558,6 +603,17 @@ func fmtCPU(user, sys float64) string {
 		return "–"
 	}
 	return fmt.Sprintf("%.1f+%.1fµs", user, sys)
+}
+
+// fmtOthers formats the upstream's and wrk's CPU per request.
+func fmtOthers(up, wrk float64) string {
+	f := func(v float64) string {
+		if v < 0 {
+			return "–"
+		}
+		return fmt.Sprintf("%.1fµs", v)
+	}
+	return f(up) + ", " + f(wrk)
 }
 
 func writeMarkdown(w io.Writer, header []string, rows [][]string) {

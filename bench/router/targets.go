@@ -93,6 +93,7 @@ func bareProxyMain(args []string) error {
 	fs := flag.NewFlagSet("bareproxy", flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
 	upstream := fs.String("upstream", "", "host:port of the upstream")
+	spin := fs.Duration("spin", 0, "CPU time to spend on every request before forwarding it (a busy loop)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -102,6 +103,9 @@ func bareProxyMain(args []string) error {
 	}
 	c := &fasthttp.HostClient{Addr: *upstream, MaxConns: 1024}
 	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		if *spin > 0 {
+			busy(*spin)
+		}
 		if err := c.Do(&ctx.Request, &ctx.Response); err != nil {
 			ctx.Error(err.Error(), fasthttp.StatusBadGateway)
 		}
@@ -114,13 +118,25 @@ func bareProxyMain(args []string) error {
 	return srv.Serve(ln)
 }
 
-// startBareProxy runs bareProxyMain as a child.
-func startBareProxy(ctx context.Context, cs *children, self, dir, upstream string) (string, error) {
+// busy keeps the CPU busy for d of wall-clock time (a loop on the vDSO
+// clock, no system call).
+func busy(d time.Duration) {
+	for start := time.Now(); time.Since(start) < d; {
+	}
+}
+
+// startBareProxy runs bareProxyMain as a child; spin > 0 is a budget
+// target (see -budget).
+func startBareProxy(ctx context.Context, cs *children, self, dir, upstream string, spin time.Duration) (string, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return "", err
 	}
-	c, err := cs.start(ctx, "fasthttp", filepath.Join(dir, "bareproxy.log"), self, "-role", "bareproxy", "-listen", addr, "-upstream", upstream)
+	name, log := "fasthttp", "bareproxy.log"
+	if spin > 0 {
+		name, log = budgetTarget(spin), fmt.Sprintf("bareproxy-%s.log", spin)
+	}
+	c, err := cs.start(ctx, name, filepath.Join(dir, log), self, "-role", "bareproxy", "-listen", addr, "-upstream", upstream, "-spin", spin.String())
 	if err != nil {
 		return "", err
 	}
@@ -734,3 +750,6 @@ func diffCounters(before, after map[string]float64) map[string]float64 {
 	}
 	return d
 }
+
+// budgetTarget is the name of the budget target that spends d per request.
+func budgetTarget(d time.Duration) string { return "fasthttp+" + d.String() }

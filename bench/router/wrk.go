@@ -93,6 +93,11 @@ type wrkResult struct {
 	// forwarding, unaffected by how much CPU wrk and the upstream took.
 	UserCPU float64 `json:"target_user_cpu_us_per_req"`
 	SysCPU  float64 `json:"target_sys_cpu_us_per_req"`
+	// UpstreamCPU, WrkCPU: the upstream's and wrk's CPU (user+system)
+	// per request (µs; -1: unknown). On a machine whose CPUs all three
+	// share, what a proxy makes the others spend counts too.
+	UpstreamCPU float64 `json:"upstream_cpu_us_per_req"`
+	WrkCPU      float64 `json:"wrk_cpu_us_per_req"`
 }
 
 type wrkOptions struct {
@@ -103,8 +108,9 @@ type wrkOptions struct {
 }
 
 // runWrk runs `wrk -tT -cC -dD --latency -s script url` and parses its report.
-// pgid is the target's process group (0: not measured).
-func runWrk(ctx context.Context, cs *children, o wrkOptions, url string, pgid int, d time.Duration) (wrkResult, error) {
+// pgid is the target's process group and upPG the upstream's (0: not
+// measured).
+func runWrk(ctx context.Context, cs *children, o wrkOptions, url string, pgid, upPG int, d time.Duration) (wrkResult, error) {
 	args := wrk.Options{Script: o.script, Threads: o.threads, Connections: o.connections, Duration: d}.Args(url)
 	cmd := exec.CommandContext(ctx, o.bin, args...)
 	setChildAttrs(cmd)
@@ -112,6 +118,7 @@ func runWrk(ctx context.Context, cs *children, o wrkOptions, url string, pgid in
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cpu := startCPUMeter(cs)
 	proc := startProcMeter(pgid)
+	up := startProcMeter(upPG)
 	if err := cmd.Run(); err != nil {
 		if ctx.Err() != nil {
 			return wrkResult{}, ctx.Err()
@@ -122,6 +129,13 @@ func runWrk(ctx context.Context, cs *children, o wrkOptions, url string, pgid in
 	res, err := wrk.Parse(stdout.String())
 	out := wrkResult{Result: res, OtherCPU: other}
 	out.UserCPU, out.SysCPU = proc.perRequest(res.Requests)
+	out.UpstreamCPU, out.WrkCPU = -1, -1
+	if u, s := up.perRequest(res.Requests); u >= 0 {
+		out.UpstreamCPU = u + s
+	}
+	if ps := cmd.ProcessState; ps != nil && res.Requests > 0 {
+		out.WrkCPU = (ps.UserTime() + ps.SystemTime()).Seconds() / float64(res.Requests) * 1e6
+	}
 	if err != nil {
 		return out, fmt.Errorf("wrk %s: %w\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
 	}
