@@ -3,8 +3,10 @@ package main
 import (
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestBuildRequests(t *testing.T) {
@@ -87,5 +89,25 @@ func TestRoundRatio(t *testing.T) {
 	}
 	if _, ok := roundRatio(runs(90), nil); ok {
 		t.Fatal("no nginx row gave a ratio")
+	}
+}
+
+func TestBudgetTargets(t *testing.T) {
+	c := config{Mix: "50,10,40", Duration: time.Second, Connections: 64, Threads: 2, Rounds: 1, Users: 1, NginxWorkers: 1}
+	if err := c.validate("domicile,nginx,fasthttp", "2us,1us,2us"); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"nginx", "fasthttp", "fasthttp+2µs", "fasthttp+1µs", "domicile"}
+	if !slices.Equal(c.Targets, want) {
+		t.Fatalf("targets %v, want %v (budget targets after the bare proxy, before domicile, once each)", c.Targets, want)
+	}
+	if !slices.Equal(c.Budget, []time.Duration{2 * time.Microsecond, time.Microsecond}) {
+		t.Fatalf("budget %v", c.Budget)
+	}
+	for _, bad := range []string{"0s", "-1us", "2ms", "x"} {
+		c := config{Mix: "50,10,40", Duration: time.Second, Connections: 64, Threads: 2, Rounds: 1, Users: 1, NginxWorkers: 1}
+		if err := c.validate("nginx", bad); err == nil || !strings.Contains(err.Error(), "-budget") {
+			t.Errorf("-budget %q: err %v, want a -budget error", bad, err)
+		}
 	}
 }
