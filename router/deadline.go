@@ -24,24 +24,33 @@ func deadlineSlack(timeout time.Duration) time.Duration { return timeout / 8 }
 // coarseConn is a net.Conn whose deadline updates are coarse.
 type coarseConn struct {
 	net.Conn
-	slack  time.Duration
+	slack  int64      // ns
 	mu     sync.Mutex // the deadlines may be set from another goroutine (shutdown)
-	rd, wd time.Time  // the deadlines in force (zero: none)
+	rd, wd int64      // the deadlines in force, in Unix ns (0: none)
 }
 
 func newCoarseConn(c net.Conn, slack time.Duration) net.Conn {
 	if slack <= 0 {
 		return c
 	}
-	return &coarseConn{Conn: c, slack: slack}
+	return &coarseConn{Conn: c, slack: int64(slack)}
 }
 
-// keep reports whether the deadline in force, cur, may stand for t.
-func (c *coarseConn) keep(cur, t time.Time) bool {
-	if cur.IsZero() || t.IsZero() || t.Before(cur) {
-		return false
+// unixNano is t in Unix ns, 0 for the zero time (no deadline).
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
 	}
-	return t.Sub(cur) < c.slack
+	if n := t.UnixNano(); n != 0 {
+		return n
+	}
+	return 1 // the Unix epoch itself: a deadline long past, not "none"
+}
+
+// keep reports whether the deadline in force, cur, may stand for t (both
+// in Unix ns).
+func (c *coarseConn) keep(cur, t int64) bool {
+	return cur != 0 && t != 0 && t >= cur && t-cur < c.slack
 }
 
 func (c *coarseConn) SetReadDeadline(t time.Time) error {
@@ -53,29 +62,33 @@ func (c *coarseConn) SetWriteDeadline(t time.Time) error {
 }
 
 // set applies deadline t, unless the one in force (*cur) may stand for it.
-func (c *coarseConn) set(cur *time.Time, t time.Time, apply func(time.Time) error) error {
+// It runs a few times per request: no defer, and integer comparisons.
+func (c *coarseConn) set(cur *int64, t time.Time, apply func(time.Time) error) error {
+	n := unixNano(t)
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.keep(*cur, t) {
+	if c.keep(*cur, n) {
+		c.mu.Unlock()
 		return nil
 	}
-	if err := apply(t); err != nil {
-		return err
+	err := apply(t)
+	if err == nil {
+		*cur = n
 	}
-	*cur = t
-	return nil
+	c.mu.Unlock()
+	return err
 }
 
 func (c *coarseConn) SetDeadline(t time.Time) error {
+	n := unixNano(t)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.keep(c.rd, t) && c.keep(c.wd, t) {
+	if c.keep(c.rd, n) && c.keep(c.wd, n) {
 		return nil
 	}
 	if err := c.Conn.SetDeadline(t); err != nil {
 		return err
 	}
-	c.rd, c.wd = t, t
+	c.rd, c.wd = n, n
 	return nil
 }
 
