@@ -8,8 +8,11 @@
 //	go run ./bench/router -targets direct,nginx -json out.json
 //
 // Targets: direct (the upstream), nginx (worker_processes 1, keep-alive
-// upstream pool) and domicile (one router with a single-voter home index,
-// every region pointing at the upstream, -users identifiers pre-claimed).
+// upstream pool), fasthttp (a bare valyala/fasthttp proxy) and domicile
+// (one router with a single-voter home index, every region pointing at the
+// upstream, -users identifiers pre-claimed). -budget 1us,2us adds bare
+// proxies that busy-spend that long on every request ("fasthttp+2µs"): the
+// ratio to nginx that a given amount of the router's own work allows.
 // The upstream, nginx, the router and the vegeta attacker each run as a
 // child process (the bench binary re-executes itself with -role). Needs
 // wrk and nginx: apt-get install wrk nginx-light.
