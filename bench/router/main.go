@@ -129,7 +129,7 @@ func (c *config) validate(targets, budget string) error {
 			c.Targets = append(c.Targets, t)
 		}
 	}
-	// Always in the order direct, nginx, domicile.
+	// Always in the order direct, nginx, fasthttp, domicile.
 	slices.SortFunc(c.Targets, func(a, b string) int { return slices.Index(allTargets, a) - slices.Index(allTargets, b) })
 	if budget != "" {
 		// The budget targets run right after the bare proxy (before

@@ -110,7 +110,11 @@ func bareProxyMain(args []string) error {
 			ctx.Error(err.Error(), fasthttp.StatusBadGateway)
 		}
 	}}
-	stopProfile, err := startProfile("bareproxy")
+	role := "bareproxy"
+	if *spin > 0 {
+		role += "-" + spin.String() // each budget target its own profile
+	}
+	stopProfile, err := startProfile(role)
 	if err != nil {
 		return err
 	}
