@@ -53,7 +53,7 @@ type oidcFixture struct {
 	revoked sync.Map
 	mu      sync.Mutex
 	hits    map[string]map[string]int // region → path → requests
-	logs    logCapture
+	logs    testenv.LogBuffer
 }
 
 // newOIDCFixture starts three fake regions and a router with an issuer,
@@ -124,7 +124,7 @@ func newOIDCFixture(t *testing.T, index IndexReader) *oidcFixture {
 	}
 	cfg := Config{
 		Name: "r1", Policy: pol, GeoIP: geo, Regions: urls, Index: f.idx, Hasher: h,
-		Logger: f.logs.logger(), RouteKey: testRouteKey,
+		Logger: debugLogger(&f.logs), RouteKey: testRouteKey,
 		Health:      HealthConfig{Interval: 50 * time.Millisecond, Timeout: 200 * time.Millisecond},
 		Issuer:      testIssuer,
 		Revoked:     func(sid string) bool { _, ok := f.revoked.Load(sid); return ok },
@@ -383,7 +383,7 @@ func TestUnionJWKS(t *testing.T) {
 			t.Fatalf("after %s: %v", name, got)
 		}
 	}
-	if !strings.Contains(f.logs.text(), "names region") {
+	if !strings.Contains(f.logs.String(), "names region") {
 		t.Error("the foreign kid was not logged")
 	}
 
@@ -473,8 +473,8 @@ func TestOAuthRouting(t *testing.T) {
 		})
 	}
 	for _, leak := range []string{"AAAA", "u1", "eu-west.", "Bearer"} {
-		if strings.Contains(f.logs.text(), leak) {
-			t.Errorf("router logs contain %q:\n%s", leak, f.logs.text())
+		if strings.Contains(f.logs.String(), leak) {
+			t.Errorf("router logs contain %q:\n%s", leak, f.logs.String())
 		}
 	}
 }
@@ -670,8 +670,8 @@ func TestTravellingUser(t *testing.T) {
 	if counterValue(f.rt.resolutions.WithLabelValues(srcLocal, "ap-southeast", pathAuthorize)) != 2 {
 		t.Error("the local SSO resolutions are not counted under source local")
 	}
-	if strings.Contains(f.logs.text(), "ana@") || strings.Contains(f.logs.text(), "sid-travel") {
-		t.Errorf("router logs contain identifiers:\n%s", f.logs.text())
+	if strings.Contains(f.logs.String(), "ana@") || strings.Contains(f.logs.String(), "sid-travel") {
+		t.Errorf("router logs contain identifiers:\n%s", f.logs.String())
 	}
 }
 

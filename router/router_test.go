@@ -55,31 +55,11 @@ type fixture struct {
 	hits    map[string]int
 	mu      sync.Mutex
 	servers map[string]*httptest.Server
-	logs    logCapture
+	logs    testenv.LogBuffer
 }
 
-// logCapture collects what a test router logs. The router's background
-// loops may log while the test reads, hence the lock.
-type logCapture struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logCapture) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// text is what has been logged so far.
-func (l *logCapture) text() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// logger is a debug-level logger that writes to l.
-func (l *logCapture) logger() *slog.Logger {
+// debugLogger is a debug-level logger that writes to l.
+func debugLogger(l *testenv.LogBuffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
@@ -129,7 +109,7 @@ func newFixture(t *testing.T) *fixture {
 	f.rt, err = New(Config{
 		Name: "r1", Policy: pol, GeoIP: geo, Regions: urls, Index: f.idx, Hasher: h,
 		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("192.168.0.0/16")},
-		Logger:         f.logs.logger(), RouteKey: testRouteKey,
+		Logger:         debugLogger(&f.logs), RouteKey: testRouteKey,
 		Health: HealthConfig{Interval: 50 * time.Millisecond, Timeout: 200 * time.Millisecond},
 	})
 	if err != nil {
@@ -223,7 +203,7 @@ func TestResolutionSources(t *testing.T) {
 			}
 		})
 	}
-	logs := f.logs.text()
+	logs := f.logs.String()
 	if strings.Contains(strings.ToLower(logs), "@") {
 		t.Fatalf("router logs contain an email address:\n%s", logs)
 	}

@@ -158,7 +158,7 @@ func TestResidencyCanary(t *testing.T) {
 func canary(t *testing.T, backend string) {
 	m := marker(t)
 	dir := t.TempDir()
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	cfg := Config{DataDir: dir, Argon2: lightArgon2, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	dsns := map[string]string{}
 	var redisAddr, prefix string

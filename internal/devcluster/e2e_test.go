@@ -49,7 +49,7 @@ func startClusterWith(t testing.TB, cfg Config) *Cluster {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	cfg.DataDir = t.TempDir()
 	if cfg.Argon2 == nil {
 		cfg.Argon2 = lightArgon2
@@ -320,7 +320,7 @@ func portOf(t *testing.T, rawURL string) int {
 // no router serves a lookup before its replica has re-applied its log.
 func TestRestartKeepsUsersRoutable(t *testing.T) {
 	dir := t.TempDir()
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	cfg := Config{DataDir: dir, Argon2: lightArgon2, Logger: slog.New(slog.NewTextHandler(logs, nil))}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

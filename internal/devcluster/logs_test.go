@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/domicile/domicile/internal/testenv"
 )
 
 // logLine is one JSON log record and the node that wrote it.
@@ -65,7 +67,7 @@ func jsonStrings(v any, out []string) []string {
 // with the logs at debug level and checks that no router log line holds an
 // email address or a recognisable part of one; only the keyed hash ("key").
 func TestRouterLogsNoIdentifiers(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c, err := Start(ctx, Config{
