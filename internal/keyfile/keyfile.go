@@ -10,10 +10,10 @@ import (
 	"path/filepath"
 )
 
-// WriteTemp writes b to a new file (mode 0600) beside path, synced, and
+// writeTemp writes b to a new file (mode 0600) beside path, synced, and
 // returns its name; the caller links or renames it into place and removes
 // it afterwards.
-func WriteTemp(path string, b []byte) (string, error) {
+func writeTemp(path string, b []byte) (string, error) {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
 		return "", err
@@ -41,7 +41,7 @@ func WriteTemp(path string, b []byte) (string, error) {
 // the one file that won. It reports false (and no error) if a file was
 // already there.
 func Create(path string, b []byte) (created bool, err error) {
-	tmp, err := WriteTemp(path, b)
+	tmp, err := writeTemp(path, b)
 	if err != nil {
 		return false, err
 	}
@@ -57,7 +57,7 @@ func Create(path string, b []byte) (created bool, err error) {
 
 // Replace writes b to path in place of what is there, atomically.
 func Replace(path string, b []byte) error {
-	tmp, err := WriteTemp(path, b)
+	tmp, err := writeTemp(path, b)
 	if err != nil {
 		return err
 	}
